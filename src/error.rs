@@ -1,0 +1,279 @@
+//! The one error type every handler returns, and how it becomes an HTTP response.
+//!
+//! Every failure a client can cause maps to a 4xx with the JSON body
+//! `{"error": "...", "field": "..."}`. The response also carries an [`ErrorType`]
+//! extension, which the telemetry middleware turns into
+//! `api_errors_total{error_type}`: counting happens in one place, for every route,
+//! including the rejections axum produces before a handler runs.
+
+use std::borrow::Cow;
+
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
+
+/// An error answered to a client. The variants are the `error_type` label values
+/// of `api_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is well-formed but a value is out of range or malformed (400).
+    #[error("{message}")]
+    Validation {
+        /// Human sentence shown to the client.
+        message: Cow<'static, str>,
+        /// The offending field, when there is one.
+        field: Option<Cow<'static, str>>,
+    },
+    /// The JSON body parsed but does not have the expected shape (422).
+    #[error("{message}")]
+    Unprocessable {
+        /// Human sentence shown to the client.
+        message: Cow<'static, str>,
+        /// The offending field, when it can be named.
+        field: Option<Cow<'static, str>>,
+    },
+    /// No such route or no such resource (404).
+    #[error("{0}")]
+    NotFound(Cow<'static, str>),
+    /// The route exists but not for this method (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is larger than `--max-body-bytes` (413).
+    #[error("request body is larger than the server accepts (--max-body-bytes)")]
+    PayloadTooLarge,
+    /// The body is not JSON where JSON is required (415).
+    #[error("expected a request with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// `/api/error`: the demo's deliberate failure (500).
+    #[error("simulated error")]
+    Simulated,
+    /// A failure injected by `--fault-error-rate` (500).
+    #[error("injected fault")]
+    Injected,
+    /// The handler did not finish within `--request-timeout` (503).
+    #[error("the request did not complete within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A bug or a broken dependency (500). The detail is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The `error_type` label of an error response, left in the response extensions
+/// for the telemetry middleware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorType(pub &'static str);
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, as a sentence.
+    #[schema(example = "Users cannot be negative")]
+    pub error: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "users")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// A 400 about one field.
+    pub fn invalid(field: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Validation {
+            message: message.into(),
+            field: Some(Cow::Borrowed(field)),
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation { .. } => StatusCode::BAD_REQUEST,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Simulated | Self::Injected | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error_type` label value for `api_errors_total`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } | Self::Unprocessable { .. } => "validation",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Simulated => "simulated",
+            Self::Injected => "injected",
+            Self::Timeout(_) => "timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::Validation { field, .. } | Self::Unprocessable { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            // The client gets a generic sentence; operators get the cause.
+            tracing::error!(error = %detail, "internal error");
+        }
+        let status = self.status();
+        let body = ErrorBody {
+            error: self.to_string(),
+            field: self.field().map(str::to_owned),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorType(self.error_type()));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::Validation {
+                message: rejection.body_text().into(),
+                field: None,
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::BytesRejection(inner) => inner.into(),
+            JsonRejection::JsonDataError(err) => ApiError::Unprocessable {
+                field: serde_field(&err),
+                message: err.body_text().into(),
+            },
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            other => ApiError::Validation {
+                message: other.body_text().into(),
+                field: None,
+            },
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        let field = match &rejection {
+            QueryRejection::FailedToDeserializeQueryString(err) => serde_field(err),
+            _ => None,
+        };
+        ApiError::Validation {
+            message: rejection.body_text().into(),
+            field,
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        use axum::extract::path::ErrorKind;
+        match rejection {
+            PathRejection::FailedToDeserializePathParams(err) => {
+                let field = match err.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::DeserializeError { key, .. } => Some(Cow::Owned(key.clone())),
+                    _ => None,
+                };
+                ApiError::Validation {
+                    message: err.body_text().into(),
+                    field,
+                }
+            }
+            other => ApiError::Internal(other.body_text()),
+        }
+    }
+}
+
+/// Names the field a serde error is about: the path serde_path_to_error
+/// recorded, or, for missing/unknown fields (reported at the parent), the
+/// name serde quotes in its message.
+fn serde_field(err: &(dyn std::error::Error + 'static)) -> Option<Cow<'static, str>> {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let path = cause
+            .downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()
+            .map(|e| e.path().to_string())
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_path_to_error::Error<serde_urlencoded::de::Error>>()
+                    .map(|e| e.path().to_string())
+            });
+        if let Some(path) = path.filter(|p| p != ".") {
+            return Some(Cow::Owned(path));
+        }
+        source = cause.source();
+    }
+    quoted_field(&err.to_string())
+}
+
+/// Extracts `x` from serde's "missing field `x`" / "unknown field `x`" messages.
+fn quoted_field(message: &str) -> Option<Cow<'static, str>> {
+    let start = message.find(" field `")? + " field `".len();
+    let len = message[start..].find('`')?;
+    Some(Cow::Owned(message[start..start + len].to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_field_reads_serde_messages() {
+        assert_eq!(
+            quoted_field("Failed to deserialize: missing field `email` at line 1").as_deref(),
+            Some("email")
+        );
+        assert_eq!(quoted_field("invalid type: string").as_deref(), None);
+    }
+
+    #[test]
+    fn every_error_type_has_a_4xx_or_a_documented_5xx() {
+        let client_errors = [
+            ApiError::invalid("x", "bad"),
+            ApiError::NotFound("nope".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+        ];
+        for err in client_errors {
+            assert!(err.status().is_client_error(), "{err:?}");
+        }
+    }
+}

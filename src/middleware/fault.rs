@@ -1,0 +1,54 @@
+//! Fault injection for the API routes: random delays and random 500s.
+//!
+//! Faults are decided before the handler runs, so an injected failure never
+//! leaves a half-applied change behind. Probes and `/metrics` are never
+//! affected: the layer is applied to the API sub-router only.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::Rng as _;
+
+use crate::error::ApiError;
+
+/// How often and how much to misbehave.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultConfig {
+    /// Fraction of requests answered with an injected 500, in 0..=1.
+    pub error_rate: f64,
+    /// Upper bound of a uniformly random extra delay; zero disables delays.
+    pub delay_max: Duration,
+}
+
+impl FaultConfig {
+    /// Whether any fault can be injected at all.
+    pub fn is_active(&self) -> bool {
+        self.error_rate > 0.0 || !self.delay_max.is_zero()
+    }
+}
+
+/// Middleware: delays and/or fails the request according to `config`.
+pub async fn inject(State(config): State<FaultConfig>, request: Request, next: Next) -> Response {
+    if !config.is_active() {
+        return next.run(request).await;
+    }
+    // Draw both decisions up front: the RNG handle is not Send across awaits.
+    let (delay, fail) = {
+        let mut rng = rand::rng();
+        let delay = if config.delay_max.is_zero() {
+            Duration::ZERO
+        } else {
+            config.delay_max.mul_f64(rng.random::<f64>())
+        };
+        (delay, rng.random::<f64>() < config.error_rate)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if fail {
+        return ApiError::Injected.into_response();
+    }
+    next.run(request).await
+}

@@ -1,0 +1,130 @@
+//! `/data`: the key-value store of seed 002.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::extract::{self, Path};
+use crate::state::AppState;
+use crate::store::{Item, Put};
+
+/// Longest accepted key, in bytes.
+const MAX_KEY_BYTES: usize = 256;
+
+/// An item as a client sends it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemInput {
+    /// Unique key: 1 to 256 bytes, no control characters.
+    #[schema(example = "test")]
+    pub key: String,
+    /// Any JSON value.
+    #[schema(example = "data")]
+    pub value: serde_json::Value,
+}
+
+/// All items.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemList {
+    /// Items, ordered by key.
+    pub items: Vec<Item>,
+    /// How many.
+    pub count: usize,
+}
+
+fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "key",
+            "key must be 1 to 256 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError::NotFound(format!("no item with key {key:?}").into())
+}
+
+/// Keeps `pulse_data_items` in step with the store after a change.
+async fn record_item_count(state: &AppState) -> Result<(), ApiError> {
+    let count = state.store.item_count().await?;
+    state.metrics.data_items.record(count as u64, &[]);
+    Ok(())
+}
+
+/// Store an item (201 when the key is new, 200 when its value was replaced).
+#[utoipa::path(post, path = "/data", tag = "data",
+    request_body = ItemInput,
+    responses(
+        (status = 201, description = "Created", body = Item),
+        (status = 200, description = "Replaced", body = Item),
+        (status = 400, description = "Invalid key or malformed JSON", body = crate::error::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::error::ErrorBody),
+        (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody)))]
+pub async fn put(
+    State(state): State<AppState>,
+    extract::Json(input): extract::Json<ItemInput>,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    validate_key(&input.key)?;
+    let item = Item {
+        key: input.key,
+        value: input.value,
+    };
+    let status = match state.store.put_item(item.clone()).await? {
+        Put::Created => StatusCode::CREATED,
+        Put::Replaced => StatusCode::OK,
+    };
+    record_item_count(&state).await?;
+    Ok((status, Json(item)))
+}
+
+/// List all items.
+#[utoipa::path(get, path = "/data", tag = "data",
+    responses((status = 200, description = "All items", body = ItemList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<ItemList>, ApiError> {
+    let items = state.store.list_items().await?;
+    Ok(Json(ItemList {
+        count: items.len(),
+        items,
+    }))
+}
+
+/// Get one item.
+#[utoipa::path(get, path = "/data/{key}", tag = "data",
+    params(("key" = String, Path, description = "Item key")),
+    responses(
+        (status = 200, description = "The item", body = Item),
+        (status = 404, description = "No such key", body = crate::error::ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Item>, ApiError> {
+    state
+        .store
+        .get_item(&key)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(&key))
+}
+
+/// Delete one item.
+#[utoipa::path(delete, path = "/data/{key}", tag = "data",
+    params(("key" = String, Path, description = "Item key")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such key", body = crate::error::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.delete_item(&key).await? {
+        return Err(not_found(&key));
+    }
+    record_item_count(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

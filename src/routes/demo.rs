@@ -1,0 +1,177 @@
+//! Demo workload endpoints: slow, failing, delayed, arbitrary-status, items, echo.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Path, Query};
+
+/// Longest `/delay/{seconds}` accepted.
+pub const MAX_DELAY_SECONDS: f64 = 10.0;
+
+/// How long a delayed endpoint waited.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DelayBody {
+    /// Seconds waited.
+    #[schema(example = 2.5)]
+    pub delay_seconds: f64,
+}
+
+/// The answer of `/status/{code}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    /// The status answered.
+    #[schema(example = 418)]
+    pub status: u16,
+}
+
+/// Query of `/items/{item_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ItemQuery {
+    /// Free-text query, echoed back.
+    pub q: Option<String>,
+}
+
+/// The `{item_id}` path parameter, named so errors carry `"field": "item_id"`.
+#[derive(Debug, Deserialize)]
+pub struct ItemId {
+    /// Integer id.
+    pub item_id: i64,
+}
+
+/// The answer of `/items/{item_id}` (seed 003).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemBody {
+    /// The id from the path.
+    #[schema(example = 42)]
+    pub item_id: i64,
+    /// The `q` parameter, or null.
+    #[schema(example = "test")]
+    pub q: Option<String>,
+}
+
+/// Responds after a random 2–3 s (seed 001).
+#[utoipa::path(get, path = "/api/slow", tag = "demo",
+    responses((status = 200, description = "After 2 to 3 seconds", body = DelayBody)))]
+pub async fn slow() -> Json<DelayBody> {
+    let seconds = rand::rng().random_range(2.0..3.0);
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    Json(DelayBody {
+        delay_seconds: seconds,
+    })
+}
+
+/// Always fails with 500, counted as `api_errors_total{error_type="simulated"}`.
+#[utoipa::path(get, path = "/api/error", tag = "demo",
+    responses((status = 500, description = "Simulated failure", body = ErrorBody)))]
+pub async fn error() -> ApiError {
+    ApiError::Simulated
+}
+
+/// Responds after `seconds` (fractions allowed, at most 10).
+#[utoipa::path(get, path = "/delay/{seconds}", tag = "demo",
+    params(("seconds" = f64, Path, description = "0 to 10, fractions allowed")),
+    responses(
+        (status = 200, description = "After the delay", body = DelayBody),
+        (status = 400, description = "Not a number from 0 to 10", body = ErrorBody)))]
+pub async fn delay(Path(seconds): Path<String>) -> Result<Json<DelayBody>, ApiError> {
+    let seconds = seconds
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.0..=MAX_DELAY_SECONDS).contains(s))
+        .ok_or_else(|| ApiError::invalid("seconds", "seconds must be a number from 0 to 10"))?;
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    Ok(Json(DelayBody {
+        delay_seconds: seconds,
+    }))
+}
+
+/// Responds with the status `code` (200 to 599; 1xx are refused with 400,
+/// because an informational status cannot end an HTTP exchange).
+#[utoipa::path(get, path = "/status/{code}", tag = "demo",
+    params(("code" = u16, Path, description = "HTTP status, 200 to 599")),
+    responses(
+        (status = "default", description = "The requested status", body = StatusBody),
+        (status = 400, description = "Not a status from 200 to 599", body = ErrorBody)))]
+pub async fn status_get(code: Path<String>) -> Result<Response, ApiError> {
+    status(code).await
+}
+
+/// Responds with the status `code` (200 to 599; 1xx are refused with 400,
+/// because an informational status cannot end an HTTP exchange).
+#[utoipa::path(post, path = "/status/{code}", tag = "demo",
+    params(("code" = u16, Path, description = "HTTP status, 200 to 599")),
+    responses(
+        (status = "default", description = "The requested status", body = StatusBody),
+        (status = 400, description = "Not a status from 200 to 599", body = ErrorBody)))]
+pub async fn status_post(code: Path<String>) -> Result<Response, ApiError> {
+    status(code).await
+}
+
+async fn status(Path(code): Path<String>) -> Result<Response, ApiError> {
+    let code = code
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (100..=599).contains(c))
+        .ok_or_else(|| ApiError::invalid("code", "code must be an integer from 200 to 599"))?;
+    // HTTP has no way to end an exchange with a 1xx: hyper would turn it into a
+    // 500. Refuse it as the client's mistake instead.
+    let status = StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "code",
+                "1xx statuses are informational and cannot be a final response; use 200 to 599",
+            )
+        })?;
+    // 204 and 304 responses cannot carry a body.
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(status.into_response());
+    }
+    Ok((
+        status,
+        Json(StatusBody {
+            status: status.as_u16(),
+        }),
+    )
+        .into_response())
+}
+
+/// Returns the item id and query (seed 003).
+#[utoipa::path(get, path = "/items/{item_id}", tag = "demo",
+    params(("item_id" = i64, Path, description = "Integer id"), ItemQuery),
+    responses(
+        (status = 200, description = "The item", body = ItemBody),
+        (status = 400, description = "The id is not an integer", body = ErrorBody)))]
+pub async fn item(
+    Path(ItemId { item_id }): Path<ItemId>,
+    Query(query): Query<ItemQuery>,
+) -> Json<ItemBody> {
+    Json(ItemBody {
+        item_id,
+        q: query.q,
+    })
+}
+
+/// Echoes the request body with its content type.
+#[utoipa::path(post, path = "/echo", tag = "demo",
+    request_body(content = String, description = "Any body", content_type = "*/*"),
+    responses(
+        (status = 200, description = "The same body", body = String, content_type = "*/*"),
+        (status = 413, description = "Body too large", body = ErrorBody)))]
+pub async fn echo(headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}

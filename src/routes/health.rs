@@ -1,0 +1,152 @@
+//! Probes: liveness, readiness (with run-time toggles) and detailed health.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::process::ProcessStats;
+use crate::readiness::ReadyState;
+use crate::state::AppState;
+
+/// Liveness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveBody {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyBody {
+    /// `ready` or `not ready`.
+    #[schema(example = "not ready")]
+    pub status: &'static str,
+    /// Why not: `starting`, `disabled` or `shutting down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "shutting down")]
+    pub reason: Option<&'static str>,
+}
+
+impl ReadyBody {
+    fn from_state(state: ReadyState) -> Self {
+        let reason = state.not_ready_reason();
+        Self {
+            status: if reason.is_none() {
+                "ready"
+            } else {
+                "not ready"
+            },
+            reason,
+        }
+    }
+}
+
+/// The results of the individual health checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthChecks {
+    /// `ok`, or the store's error.
+    pub store: String,
+    /// `ready`, or the reason the service is not ready.
+    pub readiness: &'static str,
+}
+
+/// Detailed health (seed 002).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// `healthy` when every check passes, else `unhealthy`.
+    #[schema(example = "healthy")]
+    pub status: &'static str,
+    /// Crate version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Individual checks.
+    pub checks: HealthChecks,
+    /// Resource use of this process.
+    pub process: ProcessStats,
+}
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = LiveBody)))]
+pub async fn healthz() -> Json<LiveBody> {
+    Json(LiveBody { status: "ok" })
+}
+
+/// Liveness (seed 002 path).
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "Alive", body = LiveBody)))]
+pub async fn health_live() -> Json<LiveBody> {
+    healthz().await
+}
+
+/// Readiness: 200 when the service should receive traffic.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Ready", body = ReadyBody),
+    (status = 503, description = "Starting, disabled or shutting down", body = ReadyBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let current = state.readiness.get();
+    let status = match current {
+        ReadyState::Ready => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(ReadyBody::from_state(current))).into_response()
+}
+
+/// Readiness (seed 002 path).
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses(
+    (status = 200, description = "Ready", body = ReadyBody),
+    (status = 503, description = "Starting, disabled or shutting down", body = ReadyBody)))]
+pub async fn health_ready(state: State<AppState>) -> Response {
+    readyz(state).await
+}
+
+/// Puts the service back in rotation (no effect while shutting down).
+#[utoipa::path(post, path = "/readyz/enable", tag = "health",
+    responses((status = 202, description = "Readiness after the change", body = ReadyBody)))]
+pub async fn enable(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
+    let now = state.readiness.set_ready();
+    tracing::info!(state = ?now, "readiness enabled");
+    (StatusCode::ACCEPTED, Json(ReadyBody::from_state(now)))
+}
+
+/// Takes the service out of rotation; liveness is unaffected.
+#[utoipa::path(post, path = "/readyz/disable", tag = "health",
+    responses((status = 202, description = "Readiness after the change", body = ReadyBody)))]
+pub async fn disable(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
+    let now = state.readiness.disable();
+    tracing::info!(state = ?now, "readiness disabled");
+    (StatusCode::ACCEPTED, Json(ReadyBody::from_state(now)))
+}
+
+/// Detailed health: checks plus process figures. 503 when a check fails.
+#[utoipa::path(get, path = "/health", tag = "health", responses(
+    (status = 200, description = "Healthy", body = HealthBody),
+    (status = 503, description = "A check failed", body = HealthBody)))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let store = match state.store.ping().await {
+        Ok(()) => "ok".to_owned(),
+        Err(err) => err.to_string(),
+    };
+    let healthy = store == "ok";
+    let body = HealthBody {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        version: state.info.build.version,
+        uptime_seconds: state.info.started.elapsed().as_secs_f64(),
+        checks: HealthChecks {
+            store,
+            readiness: state.readiness.get().not_ready_reason().unwrap_or("ready"),
+        },
+        process: ProcessStats::read(),
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,67 @@
+//! Seed 000's gauges: `/update?users=N` and `/cpu?value=X`.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Query;
+use crate::state::AppState;
+
+/// The seeds' success answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusOk {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Query of `/update`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UpdateQuery {
+    /// Active users, 0 or more.
+    pub users: i64,
+}
+
+/// Query of `/cpu`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CpuQuery {
+    /// CPU usage in percent, 0 to 100.
+    pub value: f64,
+}
+
+/// Sets `app_active_users`.
+#[utoipa::path(get, path = "/update", tag = "legacy", params(UpdateQuery),
+    responses(
+        (status = 200, description = "Gauge set", body = StatusOk),
+        (status = 400, description = "Missing, non-integer or negative", body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Query(query): Query<UpdateQuery>,
+) -> Result<Json<StatusOk>, ApiError> {
+    if query.users < 0 {
+        return Err(ApiError::invalid("users", "Users cannot be negative"));
+    }
+    state.metrics.active_users.record(query.users, &[]);
+    Ok(Json(StatusOk { status: "ok" }))
+}
+
+/// Sets `app_cpu_usage_percent`.
+#[utoipa::path(get, path = "/cpu", tag = "legacy", params(CpuQuery),
+    responses(
+        (status = 200, description = "Gauge set", body = StatusOk),
+        (status = 400, description = "Missing, not a number or outside 0 to 100", body = ErrorBody)))]
+pub async fn cpu(
+    State(state): State<AppState>,
+    Query(query): Query<CpuQuery>,
+) -> Result<Json<StatusOk>, ApiError> {
+    // NaN fails `contains`, so it is rejected along with the out-of-range values.
+    if !(0.0..=100.0).contains(&query.value) {
+        return Err(ApiError::invalid("value", "CPU must be 0–100"));
+    }
+    state.metrics.cpu_usage_percent.record(query.value, &[]);
+    Ok(Json(StatusOk { status: "ok" }))
+}

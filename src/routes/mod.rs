@@ -1,0 +1,163 @@
+//! The HTTP surface: which handler answers which path, and the layers around them.
+//!
+//! Routes are registered through `utoipa_axum`, so the OpenAPI document served
+//! at `/openapi.json` is built from the same list the router is: a route cannot
+//! exist without being documented.
+
+pub mod data;
+pub mod demo;
+pub mod health;
+pub mod info;
+pub mod legacy;
+pub mod metrics;
+pub mod users;
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::{Extension, Router, middleware};
+use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::DEFAULT_MAX_BODY_BYTES;
+use crate::error::{ApiError, ErrorBody};
+use crate::middleware::fault::{self, FaultConfig};
+use crate::middleware::telemetry::{self, HttpTelemetry};
+use crate::middleware::timeout;
+use crate::state::AppState;
+
+/// How the HTTP layers behave.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest accepted request body; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Longest a request may take; longer gets 503.
+    pub request_timeout: Duration,
+    /// Faults injected into API routes.
+    pub faults: FaultConfig,
+    /// Record probes and `/metrics` in the `http_*` series too.
+    pub instrument_probes: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: Duration::from_secs(30),
+            faults: FaultConfig::default(),
+            instrument_probes: false,
+        }
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Pulse",
+        description = "An observable demo web service: users and key-value CRUD, \
+                       demo failure endpoints, probes and Prometheus metrics."
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "info", description = "Who is answering"),
+        (name = "health", description = "Liveness, readiness and detailed health"),
+        (name = "telemetry", description = "Metrics and this document"),
+        (name = "users", description = "Users CRUD (seed 001)"),
+        (name = "data", description = "Key-value store (seed 002)"),
+        (name = "demo", description = "Slow, failing, delayed and arbitrary-status endpoints"),
+        (name = "legacy", description = "Seed 000 gauges"),
+    )
+)]
+struct ApiDoc;
+
+/// The workload: subject to fault injection.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(demo::slow))
+        .routes(routes!(demo::error))
+        .routes(routes!(demo::delay))
+        .routes(routes!(demo::status_get, demo::status_post))
+        .routes(routes!(demo::item))
+        .routes(routes!(demo::echo))
+        .routes(routes!(legacy::update))
+        .routes(routes!(legacy::cpu))
+        .routes(routes!(data::put, data::list))
+        .routes(routes!(data::get, data::delete))
+}
+
+/// Operations: identity, probes, metrics, this document. Never faulted.
+fn ops_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(info::root))
+        .routes(routes!(info::version))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::health_live))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::health_ready))
+        .routes(routes!(health::enable))
+        .routes(routes!(health::disable))
+        .routes(routes!(health::health))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi_json))
+}
+
+fn routes(faults: FaultConfig) -> (Router<AppState>, OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api_routes().layer(middleware::from_fn_with_state(faults, fault::inject)))
+        .merge(ops_routes())
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 document of every route.
+pub fn openapi() -> OpenApi {
+    routes(FaultConfig::default()).1
+}
+
+/// The serialised document, shared by `/openapi.json` responses.
+#[derive(Debug, Clone)]
+struct OpenApiJson(Bytes);
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "telemetry",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json(Extension(OpenApiJson(doc)): Extension<OpenApiJson>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no route for this path".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The complete application: routes, error fallbacks and layers.
+pub fn router(state: AppState, config: &HttpConfig) -> Router {
+    let (router, doc) = routes(config.faults);
+    // The document is fixed for the life of the process: serialise it once.
+    let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
+    let telemetry = HttpTelemetry {
+        metrics: state.metrics.clone(),
+        readiness: state.readiness.clone(),
+        instrument_probes: config.instrument_probes,
+    };
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(doc))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            config.request_timeout,
+            timeout::enforce,
+        ))
+        .layer(middleware::from_fn_with_state(telemetry, telemetry::track))
+        .with_state(state)
+}

@@ -1,0 +1,227 @@
+//! `/api/users`: the seeds' CRUD API. Input comes as JSON or as query params.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::extract::{JsonOrQuery, Path};
+use crate::state::AppState;
+use crate::store::{NewUser, User, UserChanges};
+
+/// Longest accepted name, in characters.
+const MAX_NAME_CHARS: usize = 100;
+/// Longest accepted email (RFC 5321 path limit).
+const MAX_EMAIL_CHARS: usize = 254;
+
+/// User fields as a client sends them, in a JSON body or as query parameters.
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserInput {
+    /// Display name, 1 to 100 characters.
+    #[schema(example = "John")]
+    pub name: Option<String>,
+    /// Email address.
+    #[schema(example = "john@example.com")]
+    pub email: Option<String>,
+}
+
+/// The `{id}` path parameter. A named struct, so a bad id is reported with
+/// `"field": "id"`.
+#[derive(Debug, Deserialize)]
+pub struct UserId {
+    /// User id.
+    pub id: u64,
+}
+
+/// All users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    /// Users, ordered by id.
+    pub users: Vec<User>,
+    /// How many.
+    pub count: usize,
+}
+
+fn validate_name(name: String) -> Result<String, ApiError> {
+    let name = name.trim().to_owned();
+    if name.is_empty() {
+        return Err(ApiError::invalid("name", "name must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "name must be at most 100 printable characters",
+        ));
+    }
+    Ok(name)
+}
+
+fn validate_email(email: String) -> Result<String, ApiError> {
+    let email = email.trim().to_owned();
+    let well_formed = email.len() <= MAX_EMAIL_CHARS
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
+    if well_formed {
+        Ok(email)
+    } else {
+        Err(ApiError::invalid(
+            "email",
+            "email must look like name@example.com",
+        ))
+    }
+}
+
+/// Keeps `pulse_users` in step with the store after a change.
+async fn record_user_count(state: &AppState) -> Result<(), ApiError> {
+    let count = state.store.user_count().await?;
+    state.metrics.users.record(count as u64, &[]);
+    Ok(())
+}
+
+fn not_found(id: u64) -> ApiError {
+    ApiError::NotFound(format!("user {id} not found").into())
+}
+
+/// List users.
+#[utoipa::path(get, path = "/api/users", tag = "users",
+    responses((status = 200, description = "All users", body = UserList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
+    let users = state.store.list_users().await?;
+    Ok(Json(UserList {
+        count: users.len(),
+        users,
+    }))
+}
+
+/// Create a user from a JSON body or from the `name` and `email` query parameters.
+#[utoipa::path(post, path = "/api/users", tag = "users",
+    params(UserInput),
+    request_body(content = UserInput, description = "Optional when the query carries the fields"),
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 400, description = "Missing or invalid field", body = crate::error::ErrorBody),
+        (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    JsonOrQuery(input): JsonOrQuery<UserInput>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    let name = validate_name(
+        input
+            .name
+            .ok_or_else(|| ApiError::invalid("name", "name is required"))?,
+    )?;
+    let email = validate_email(
+        input
+            .email
+            .ok_or_else(|| ApiError::invalid("email", "email is required"))?,
+    )?;
+    let user = state.store.create_user(NewUser { name, email }).await?;
+    record_user_count(&state).await?;
+    tracing::info!(user.id = user.id, "user created");
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Get one user.
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "The id is not a positive integer", body = crate::error::ErrorBody),
+        (status = 404, description = "No such user", body = crate::error::ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(UserId { id }): Path<UserId>,
+) -> Result<Json<User>, ApiError> {
+    state
+        .store
+        .get_user(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(id))
+}
+
+/// Update some fields of a user (JSON body or query parameters).
+#[utoipa::path(put, path = "/api/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id"), UserInput),
+    request_body(content = UserInput, description = "Optional when the query carries the fields"),
+    responses(
+        (status = 200, description = "The updated user", body = User),
+        (status = 400, description = "Invalid id or field, or nothing to change", body = crate::error::ErrorBody),
+        (status = 404, description = "No such user", body = crate::error::ErrorBody),
+        (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(UserId { id }): Path<UserId>,
+    JsonOrQuery(input): JsonOrQuery<UserInput>,
+) -> Result<Json<User>, ApiError> {
+    if input.name.is_none() && input.email.is_none() {
+        return Err(ApiError::Validation {
+            message: "nothing to update: give name and/or email".into(),
+            field: None,
+        });
+    }
+    // Validate everything before touching the store: a bad field changes nothing.
+    let changes = UserChanges {
+        name: input.name.map(validate_name).transpose()?,
+        email: input.email.map(validate_email).transpose()?,
+    };
+    state
+        .store
+        .update_user(id, changes)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(id))
+}
+
+/// Delete a user.
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a positive integer", body = crate::error::ErrorBody),
+        (status = 404, description = "No such user", body = crate::error::ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(UserId { id }): Path<UserId>,
+) -> Result<StatusCode, ApiError> {
+    if !state.store.delete_user(id).await? {
+        return Err(not_found(id));
+    }
+    record_user_count(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(validate_name("  John ".into()).unwrap(), "John");
+        assert!(validate_name("   ".into()).is_err());
+        assert!(validate_name("x".repeat(101)).is_err());
+        assert!(validate_name("a\u{0}b".into()).is_err());
+    }
+
+    #[test]
+    fn emails_need_one_at_with_both_sides() {
+        assert!(validate_email("john@example.com".into()).is_ok());
+        for bad in [
+            "john",
+            "@example.com",
+            "john@",
+            "a@b@c",
+            "jo hn@example.com",
+        ] {
+            assert!(validate_email(bad.into()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `pulse serve`: start-up, serving, and the graceful shutdown sequence.
+//!
+//! Shutdown (PRODUCT.md 1.5): on SIGTERM or SIGINT readiness turns 503 at once;
+//! the server keeps serving for `--shutdown-delay` so endpoints controllers and
+//! load balancers stop sending; then it stops accepting and drains in-flight
+//! requests for at most `--shutdown-timeout`; telemetry is flushed and the
+//! process exits 0. A second signal exits at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::BuildInfo;
+use crate::config::ServeArgs;
+use crate::middleware::fault::FaultConfig;
+use crate::readiness::Readiness;
+use crate::routes::{self, HttpConfig};
+use crate::state::{AppState, ServiceInfo};
+use crate::store::MemoryStore;
+use crate::telemetry::{self, Metrics, TelemetryError, TracingConfig};
+
+/// How long telemetry may take to flush at exit.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Telemetry could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr} (--addr): {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The accept loop failed.
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl From<&ServeArgs> for HttpConfig {
+    fn from(args: &ServeArgs) -> Self {
+        Self {
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: args.request_timeout,
+            faults: FaultConfig {
+                error_rate: args.fault_error_rate,
+                delay_max: args.fault_delay_max,
+            },
+            instrument_probes: args.instrument_probes,
+        }
+    }
+}
+
+/// Runs the server until shutdown completes. `started` is when the process began.
+pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
+    let build = BuildInfo::current();
+    let resource = telemetry::resource(&build);
+    let tracing_guard = telemetry::init_tracing(
+        &TracingConfig {
+            log_level: args.log_level.clone(),
+            log_format: args.log_format,
+        },
+        resource.clone(),
+    )?;
+    let metrics = Metrics::new(resource, &build, started)?;
+    let readiness = Arc::new(Readiness::default());
+    let state = AppState {
+        store: Arc::new(MemoryStore::new()),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        info: Arc::new(ServiceInfo::from_env(build, started)),
+    };
+    let app = routes::router(state, &HttpConfig::from(&args));
+
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: args.addr,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServeError::Serve)?;
+    let mut signals = Signals::install()?;
+
+    readiness.set_ready();
+    tracing::info!(
+        addr = %local,
+        version = build.version,
+        revision = build.revision,
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "pulse ready"
+    );
+
+    // The sequence after the first signal; `draining` flips when we stop accepting.
+    let (draining_tx, mut draining) = watch::channel(false);
+    let delay = args.shutdown_delay;
+    let shutdown = async move {
+        let signal = signals.recv().await;
+        readiness.shut_down();
+        tracing::info!(signal, delay = ?delay, "shutdown: not ready; still serving during the delay");
+        tokio::spawn(async move {
+            let signal = signals.recv().await;
+            tracing::warn!(signal, "second signal: exiting now");
+            std::process::exit(128 + signal_number(signal));
+        });
+        tokio::time::sleep(delay).await;
+        tracing::info!("shutdown: no longer accepting; draining in-flight requests");
+        let _ = draining_tx.send(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+
+    let timeout = args.shutdown_timeout;
+    let drain_deadline = async move {
+        // Only starts counting once draining has begun.
+        let _ = draining.wait_for(|d| *d).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        result = server => {
+            result.map_err(ServeError::Serve)?;
+            tracing::info!("shutdown: drained");
+        }
+        () = drain_deadline => {
+            tracing::warn!(timeout = ?timeout, "shutdown: drain timeout; abandoning remaining requests");
+        }
+    }
+
+    metrics.shutdown(FLUSH_TIMEOUT);
+    tracing_guard.shutdown(FLUSH_TIMEOUT);
+    Ok(())
+}
+
+fn signal_number(name: &str) -> i32 {
+    match name {
+        "SIGINT" => 2,
+        _ => 15,
+    }
+}
+
+/// SIGTERM and SIGINT, received as a stream of names.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, ServeError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).map_err(ServeError::Signals)?,
+                int: signal(SignalKind::interrupt()).map_err(ServeError::Signals)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next signal and returns its name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}

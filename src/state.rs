@@ -1,0 +1,69 @@
+//! State shared by every handler.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::BuildInfo;
+use crate::readiness::Readiness;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// Who and where this process is: the answer of `GET /`.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    /// `OTEL_SERVICE_NAME`, default `pulse`.
+    pub name: String,
+    /// Version and revision of the binary.
+    pub build: BuildInfo,
+    /// The machine's (or pod's) hostname.
+    pub hostname: String,
+    /// `POD_NAME` from the downward API, when set.
+    pub pod: Option<String>,
+    /// `POD_NAMESPACE`, when set.
+    pub namespace: Option<String>,
+    /// `NODE_NAME`, when set.
+    pub node: Option<String>,
+    /// Wall-clock start, for display.
+    pub started_at: SystemTime,
+    /// Monotonic start, for uptime.
+    pub started: Instant,
+}
+
+impl ServiceInfo {
+    /// Reads the process identity from the environment.
+    pub fn from_env(build: BuildInfo, started: Instant) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "pulse".to_owned()),
+            build,
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            pod: var("POD_NAME"),
+            namespace: var("POD_NAMESPACE"),
+            node: var("NODE_NAME"),
+            started_at: SystemTime::now() - started.elapsed(),
+            started,
+        }
+    }
+}
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Users and key-value items.
+    pub store: Arc<dyn Store>,
+    /// Instruments and the `/metrics` registry.
+    pub metrics: Arc<Metrics>,
+    /// What `/readyz` answers.
+    pub readiness: Arc<Readiness>,
+    /// Identity shown by `/`, `/version` and `/health`.
+    pub info: Arc<ServiceInfo>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("readiness", &self.readiness.get())
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,103 @@
+//! Where users and key-value items live.
+//!
+//! Handlers see only the [`Store`] trait, so a persistent backend can replace the
+//! in-memory one without touching them. Validation happens before the store is
+//! called: a store only ever sees valid input.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A user of the demo CRUD API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    /// Assigned by the store, starting at 1.
+    #[schema(example = 1)]
+    pub id: u64,
+    /// Display name.
+    #[schema(example = "John")]
+    pub name: String,
+    /// Contact address.
+    #[schema(example = "john@example.com")]
+    pub email: String,
+}
+
+/// The fields of a user a client supplies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    /// Display name, already validated.
+    pub name: String,
+    /// Contact address, already validated.
+    pub email: String,
+}
+
+/// A partial update: `None` leaves the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChanges {
+    /// New name, if any.
+    pub name: Option<String>,
+    /// New email, if any.
+    pub email: Option<String>,
+}
+
+/// One key-value item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Item {
+    /// Unique key.
+    #[schema(example = "test")]
+    pub key: String,
+    /// Any JSON value.
+    #[schema(example = "data")]
+    pub value: serde_json::Value,
+}
+
+/// Whether a `put` created a new item or replaced an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// The key was new.
+    Created,
+    /// The key existed and its value was replaced.
+    Replaced,
+}
+
+/// A failure of the storage backend itself (never of the caller's input).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot serve requests.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Storage for users and key-value items.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// All users, ordered by id.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// One user.
+    async fn get_user(&self, id: u64) -> Result<Option<User>, StoreError>;
+    /// Stores a new user and returns it with its id.
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    /// Applies `changes`; `None` when there is no such user.
+    async fn update_user(&self, id: u64, changes: UserChanges) -> Result<Option<User>, StoreError>;
+    /// Removes a user; `false` when there was none.
+    async fn delete_user(&self, id: u64) -> Result<bool, StoreError>;
+    /// How many users are stored.
+    async fn user_count(&self) -> Result<usize, StoreError>;
+
+    /// All items, ordered by key.
+    async fn list_items(&self) -> Result<Vec<Item>, StoreError>;
+    /// One item.
+    async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError>;
+    /// Creates or replaces an item.
+    async fn put_item(&self, item: Item) -> Result<Put, StoreError>;
+    /// Removes an item; `false` when there was none.
+    async fn delete_item(&self, key: &str) -> Result<bool, StoreError>;
+    /// How many items are stored.
+    async fn item_count(&self) -> Result<usize, StoreError>;
+
+    /// Whether the backend can serve requests (for `/health` checks).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,217 @@
+//! Pulse's metrics: OpenTelemetry instruments exported in Prometheus format.
+//!
+//! Instruments are recorded through the OTel metrics API; `opentelemetry-prometheus`
+//! exposes them through one [`prometheus::Registry`] that also holds the process
+//! collector, so `/metrics` is a single `gather()`. The exporter derives the
+//! exported name from the instrument: counters gain `_total`, unit `s` gains
+//! `_seconds` and `By` gains `_bytes`. Instruments are therefore named so that
+//! the *exported* names are exactly the contract names (asserted by tests).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder as _, TextEncoder};
+
+use super::TelemetryError;
+use crate::BuildInfo;
+
+/// `Content-Type` of `/metrics`. Prometheus 3 refuses a scrape without a version.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Latency buckets in seconds (the seeds' boundaries).
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Body size buckets in bytes: 100 B to 10 MiB, roughly ×4 apart.
+pub const SIZE_BUCKETS: [f64; 9] = [
+    100.0,
+    1_000.0,
+    4_000.0,
+    16_000.0,
+    64_000.0,
+    256_000.0,
+    1_048_576.0,
+    4_194_304.0,
+    10_485_760.0,
+];
+
+/// Every instrument Pulse records, and the registry they are exported through.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    /// `http_requests_total{method, route, status}`
+    pub http_requests: Counter<u64>,
+    /// `http_request_duration_seconds{method, route}`
+    pub http_duration: Histogram<f64>,
+    /// `http_requests_in_progress{method, route}`
+    pub http_in_progress: UpDownCounter<i64>,
+    /// `http_request_size_bytes{method, route}`
+    pub http_request_size: Histogram<u64>,
+    /// `http_response_size_bytes{method, route, status}`
+    pub http_response_size: Histogram<u64>,
+    /// `api_errors_total{error_type}`
+    pub api_errors: Counter<u64>,
+    /// `app_requests_total`: API requests, probes and `/metrics` excluded (seed 000).
+    pub app_requests: Counter<u64>,
+    /// `app_active_users`, set by `/update` (seed 000).
+    pub active_users: Gauge<i64>,
+    /// `app_cpu_usage_percent`, set by `/cpu` (seed 000).
+    pub cpu_usage_percent: Gauge<f64>,
+    /// `pulse_users`: users currently stored.
+    pub users: Gauge<u64>,
+    /// `pulse_data_items`: key-value items currently stored.
+    pub data_items: Gauge<u64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Creates the registry, the exporter and every instrument.
+    ///
+    /// `started` is the process start, the origin of `process_uptime_seconds`.
+    pub fn new(
+        resource: Resource,
+        build: &BuildInfo,
+        started: Instant,
+    ) -> Result<Arc<Self>, TelemetryError> {
+        let registry = prometheus::Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
+
+        // with_registry is required: without it the exporter writes to a private
+        // registry and nothing reaches /metrics.
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
+        let provider = SdkMeterProvider::builder()
+            .with_reader(exporter)
+            .with_resource(resource)
+            .build();
+        let meter = provider.meter("pulse");
+        let metrics = Self::instruments(registry, provider.clone(), &meter);
+
+        metrics.register_info(&meter, build, started);
+        Ok(Arc::new(metrics))
+    }
+
+    fn instruments(
+        registry: prometheus::Registry,
+        provider: SdkMeterProvider,
+        meter: &Meter,
+    ) -> Self {
+        Self {
+            registry,
+            provider,
+            http_requests: meter
+                .u64_counter("http_requests")
+                .with_description("Total HTTP requests by method, route template and status")
+                .build(),
+            http_duration: meter
+                .f64_histogram("http_request_duration")
+                .with_unit("s")
+                .with_description("HTTP request latency in seconds")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            http_in_progress: meter
+                .i64_up_down_counter("http_requests_in_progress")
+                .with_description("HTTP requests currently being served")
+                .build(),
+            http_request_size: meter
+                .u64_histogram("http_request_size")
+                .with_unit("By")
+                .with_description("HTTP request body size in bytes")
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+            http_response_size: meter
+                .u64_histogram("http_response_size")
+                .with_unit("By")
+                .with_description("HTTP response body size in bytes")
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+            api_errors: meter
+                .u64_counter("api_errors")
+                .with_description("API errors answered, by error type")
+                .build(),
+            app_requests: meter
+                .u64_counter("app_requests")
+                .with_description("Total API requests (probes and /metrics excluded)")
+                .build(),
+            active_users: meter
+                .i64_gauge("app_active_users")
+                .with_description("Active users online, as last set by /update")
+                .build(),
+            cpu_usage_percent: meter
+                .f64_gauge("app_cpu_usage_percent")
+                .with_description("Simulated CPU usage, as last set by /cpu")
+                .build(),
+            users: meter
+                .u64_gauge("pulse_users")
+                .with_description("Users currently stored")
+                .build(),
+            data_items: meter
+                .u64_gauge("pulse_data_items")
+                .with_description("Key-value items currently stored")
+                .build(),
+        }
+    }
+
+    /// Build info and uptime: values that exist from the first scrape on.
+    fn register_info(&self, meter: &Meter, build: &BuildInfo, started: Instant) {
+        meter
+            .u64_gauge("pulse_build_info")
+            .with_description("Always 1; labelled with the running version and revision")
+            .build()
+            .record(
+                1,
+                &[
+                    KeyValue::new("version", build.version),
+                    KeyValue::new("revision", build.revision),
+                ],
+            );
+        // An observable gauge is computed at scrape time, so it costs nothing between scrapes.
+        let _uptime = meter
+            .f64_observable_gauge("process_uptime")
+            .with_unit("s")
+            .with_description("Seconds since the process started")
+            .with_callback(move |observer| {
+                observer.observe(started.elapsed().as_secs_f64(), &[]);
+            })
+            .build();
+        // The legacy gauges start at 0, as in the seeds, rather than being absent.
+        self.active_users.record(0, &[]);
+        self.cpu_usage_percent.record(0.0, &[]);
+        self.users.record(0, &[]);
+        self.data_items.record(0, &[]);
+    }
+
+    /// Encodes every metric in the Prometheus text format (version 0.0.4).
+    pub fn encode(&self) -> Result<Vec<u8>, TelemetryError> {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
+        Ok(buffer)
+    }
+
+    /// Flushes and stops the meter provider (at exit).
+    pub fn shutdown(&self, timeout: Duration) {
+        if let Err(err) = self.provider.shutdown_with_timeout(timeout) {
+            tracing::warn!(error = %err, "meter provider shutdown failed");
+        }
+    }
+}

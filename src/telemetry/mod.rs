@@ -1,0 +1,154 @@
+//! Telemetry set-up: the OTel resource, metrics, traces and logs.
+//!
+//! The library never installs global state by itself: [`Metrics::new`] is enough
+//! to build a router (tests build many), while [`init_tracing`] installs the
+//! global subscriber, tracer provider and propagator once, in the binary.
+
+pub mod metrics;
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{Key, KeyValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+pub use metrics::Metrics;
+
+use crate::BuildInfo;
+use crate::config::LogFormat;
+
+/// A failure to set up telemetry (at start-up only).
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The metrics registry or exporter could not be built.
+    #[error("metrics set-up failed: {0}")]
+    Metrics(String),
+    /// The OTLP trace exporter could not be built.
+    #[error("OTLP trace exporter set-up failed: {0}")]
+    Otlp(String),
+    /// The log filter directive is invalid.
+    #[error("invalid --log-level: {0}")]
+    LogFilter(String),
+    /// A global subscriber was already installed.
+    #[error("tracing subscriber already installed: {0}")]
+    Subscriber(String),
+}
+
+/// Downward-API variables and the resource attributes they become.
+const K8S_ENV: [(&str, &str); 3] = [
+    ("POD_NAME", "k8s.pod.name"),
+    ("POD_NAMESPACE", "k8s.namespace.name"),
+    ("NODE_NAME", "k8s.node.name"),
+];
+
+/// The OTel resource: `OTEL_SERVICE_NAME` (default `pulse`),
+/// `OTEL_RESOURCE_ATTRIBUTES`, the service version and the pod's identity.
+pub fn resource(build: &BuildInfo) -> Resource {
+    // The SDK's default builder reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
+    // it falls back to "unknown_service", which is where our own default applies.
+    let detected = Resource::builder().build();
+    let service_name = Key::from_static_str("service.name");
+    let named = detected
+        .get(&service_name)
+        .is_some_and(|v| !v.as_str().starts_with("unknown_service"));
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name("pulse");
+    }
+    let mut attributes = vec![KeyValue::new("service.version", build.version)];
+    for (var, key) in K8S_ENV {
+        if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            attributes.push(KeyValue::new(key, value));
+        }
+    }
+    builder.with_attributes(attributes).build()
+}
+
+/// What [`init_tracing`] needs to know.
+#[derive(Debug, Clone)]
+pub struct TracingConfig {
+    /// An `EnvFilter` directive such as `info` or `pulse=debug,tower=warn`.
+    pub log_level: String,
+    /// JSON lines or human-readable text.
+    pub log_format: LogFormat,
+}
+
+/// Keeps the tracer provider alive; [`TracingGuard::shutdown`] flushes it.
+#[derive(Debug)]
+pub struct TracingGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TracingGuard {
+    /// Flushes pending spans and stops the exporter.
+    pub fn shutdown(&self, timeout: Duration) {
+        if let Err(err) = self.provider.shutdown_with_timeout(timeout) {
+            tracing::warn!(error = %err, "tracer provider shutdown failed");
+        }
+    }
+}
+
+/// Installs the global log subscriber, tracer provider and W3C propagator.
+///
+/// Spans always get real trace and span ids (they are logged and returned in
+/// `traceparent`); they are exported over OTLP only when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+pub fn init_tracing(
+    config: &TracingConfig,
+    resource: Resource,
+) -> Result<TracingGuard, TelemetryError> {
+    let filter = EnvFilter::try_new(&config.log_level)
+        .map_err(|e| TelemetryError::LogFilter(e.to_string()))?;
+
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if otlp.is_some() {
+        use opentelemetry_otlp::WithExportConfig as _;
+        // The builder reads the endpoint (and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+        // headers, timeout) from the standard variables itself.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build()
+            .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    let tracer = provider.tracer("pulse");
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let fmt = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    // Per-layer filters: --log-level decides what is logged, never which spans
+    // exist, so trace ids and exported traces survive `--log-level warn`.
+    let spans = tracing_subscriber::filter::Targets::new().with_target("pulse", Level::INFO);
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(spans),
+        )
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+
+    if let Some(endpoint) = otlp {
+        tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+    }
+    Ok(TracingGuard { provider })
+}
