@@ -13,7 +13,14 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// `pulse`: an observable demo web service.
 #[derive(Debug, Parser)]
-#[command(name = "pulse", version, about, args_conflicts_with_subcommands = true)]
+// Negative numbers are values, so `--fault-error-rate -1` gets the range message.
+#[command(
+    name = "pulse",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
+)]
 pub struct Cli {
     /// What to run; `serve` when omitted.
     #[command(subcommand)]
@@ -34,6 +41,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
+    #[command(allow_negative_numbers = true)]
     Serve(ServeArgs),
     /// GET a URL; exit 0 on a 2xx answer, 1 otherwise. For exec probes,
     /// `helm test` and HEALTHCHECK in an image without a shell.

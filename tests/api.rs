@@ -235,6 +235,16 @@ async fn readiness_toggles_at_run_time() {
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
 }
 
+/// (method, uri, content type, body, expected status, expected `field`)
+type BadRequest<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a [u8],
+    u16,
+    Option<&'a str>,
+);
+
 /// Everything a client can see change: stored users and items, the gauges.
 async fn observable_state(app: &TestApp) -> (String, String, f64, f64, f64, f64) {
     let metrics = app.scrape().await;
@@ -261,8 +271,7 @@ async fn bad_input_is_a_counted_4xx_json_error_and_changes_nothing() {
 
     let json = Some("application/json");
     let oversized = format!(r#"{{"key":"big","value":"{}"}}"#, "x".repeat(2 << 20));
-    // (method, uri, content type, body, status, field)
-    let cases: Vec<(&str, &str, Option<&str>, &[u8], u16, Option<&str>)> = vec![
+    let cases: Vec<BadRequest> = vec![
         ("POST", "/api/users", json, b"{bad", 400, None),
         (
             "POST",

@@ -57,7 +57,7 @@ async fn record_item_count(state: &AppState) -> Result<(), ApiError> {
 }
 
 /// Store an item (201 when the key is new, 200 when its value was replaced).
-#[utoipa::path(post, path = "/data", tag = "data",
+#[utoipa::path(post, path = "/data", operation_id = "put_item", tag = "data",
     request_body = ItemInput,
     responses(
         (status = 201, description = "Created", body = Item),
@@ -84,7 +84,7 @@ pub async fn put(
 }
 
 /// List all items.
-#[utoipa::path(get, path = "/data", tag = "data",
+#[utoipa::path(get, path = "/data", operation_id = "list_items", tag = "data",
     responses((status = 200, description = "All items", body = ItemList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<ItemList>, ApiError> {
     let items = state.store.list_items().await?;
@@ -95,7 +95,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ItemList>, ApiEr
 }
 
 /// Get one item.
-#[utoipa::path(get, path = "/data/{key}", tag = "data",
+#[utoipa::path(get, path = "/data/{key}", operation_id = "get_item", tag = "data",
     params(("key" = String, Path, description = "Item key")),
     responses(
         (status = 200, description = "The item", body = Item),
@@ -113,7 +113,7 @@ pub async fn get(
 }
 
 /// Delete one item.
-#[utoipa::path(delete, path = "/data/{key}", tag = "data",
+#[utoipa::path(delete, path = "/data/{key}", operation_id = "delete_item", tag = "data",
     params(("key" = String, Path, description = "Item key")),
     responses(
         (status = 204, description = "Deleted"),

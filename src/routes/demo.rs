@@ -59,7 +59,7 @@ pub struct ItemBody {
 }
 
 /// Responds after a random 2–3 s (seed 001).
-#[utoipa::path(get, path = "/api/slow", tag = "demo",
+#[utoipa::path(get, path = "/api/slow", operation_id = "slow", tag = "demo",
     responses((status = 200, description = "After 2 to 3 seconds", body = DelayBody)))]
 pub async fn slow() -> Json<DelayBody> {
     let seconds = rand::rng().random_range(2.0..3.0);
@@ -70,7 +70,7 @@ pub async fn slow() -> Json<DelayBody> {
 }
 
 /// Always fails with 500, counted as `api_errors_total{error_type="simulated"}`.
-#[utoipa::path(get, path = "/api/error", tag = "demo",
+#[utoipa::path(get, path = "/api/error", operation_id = "simulate_error", tag = "demo",
     responses((status = 500, description = "Simulated failure", body = ErrorBody)))]
 pub async fn error() -> ApiError {
     ApiError::Simulated
@@ -147,7 +147,7 @@ async fn status(Path(code): Path<String>) -> Result<Response, ApiError> {
 }
 
 /// Returns the item id and query (seed 003).
-#[utoipa::path(get, path = "/items/{item_id}", tag = "demo",
+#[utoipa::path(get, path = "/items/{item_id}", operation_id = "get_demo_item", tag = "demo",
     params(("item_id" = i64, Path, description = "Integer id"), ItemQuery),
     responses(
         (status = 200, description = "The item", body = ItemBody),

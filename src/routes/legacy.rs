@@ -34,7 +34,7 @@ pub struct CpuQuery {
 }
 
 /// Sets `app_active_users`.
-#[utoipa::path(get, path = "/update", tag = "legacy", params(UpdateQuery),
+#[utoipa::path(get, path = "/update", operation_id = "set_active_users", tag = "legacy", params(UpdateQuery),
     responses(
         (status = 200, description = "Gauge set", body = StatusOk),
         (status = 400, description = "Missing, non-integer or negative", body = ErrorBody)))]
@@ -50,7 +50,7 @@ pub async fn update(
 }
 
 /// Sets `app_cpu_usage_percent`.
-#[utoipa::path(get, path = "/cpu", tag = "legacy", params(CpuQuery),
+#[utoipa::path(get, path = "/cpu", operation_id = "set_cpu_usage", tag = "legacy", params(CpuQuery),
     responses(
         (status = 200, description = "Gauge set", body = StatusOk),
         (status = 400, description = "Missing, not a number or outside 0 to 100", body = ErrorBody)))]

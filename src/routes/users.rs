@@ -89,7 +89,7 @@ fn not_found(id: u64) -> ApiError {
 }
 
 /// List users.
-#[utoipa::path(get, path = "/api/users", tag = "users",
+#[utoipa::path(get, path = "/api/users", operation_id = "list_users", tag = "users",
     responses((status = 200, description = "All users", body = UserList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
     let users = state.store.list_users().await?;
@@ -100,7 +100,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiEr
 }
 
 /// Create a user from a JSON body or from the `name` and `email` query parameters.
-#[utoipa::path(post, path = "/api/users", tag = "users",
+#[utoipa::path(post, path = "/api/users", operation_id = "create_user", tag = "users",
     params(UserInput),
     request_body(content = UserInput, description = "Optional when the query carries the fields"),
     responses(
@@ -129,7 +129,7 @@ pub async fn create(
 }
 
 /// Get one user.
-#[utoipa::path(get, path = "/api/users/{id}", tag = "users",
+#[utoipa::path(get, path = "/api/users/{id}", operation_id = "get_user", tag = "users",
     params(("id" = u64, Path, description = "User id")),
     responses(
         (status = 200, description = "The user", body = User),
@@ -148,7 +148,7 @@ pub async fn get(
 }
 
 /// Update some fields of a user (JSON body or query parameters).
-#[utoipa::path(put, path = "/api/users/{id}", tag = "users",
+#[utoipa::path(put, path = "/api/users/{id}", operation_id = "update_user", tag = "users",
     params(("id" = u64, Path, description = "User id"), UserInput),
     request_body(content = UserInput, description = "Optional when the query carries the fields"),
     responses(
@@ -182,7 +182,7 @@ pub async fn update(
 }
 
 /// Delete a user.
-#[utoipa::path(delete, path = "/api/users/{id}", tag = "users",
+#[utoipa::path(delete, path = "/api/users/{id}", operation_id = "delete_user", tag = "users",
     params(("id" = u64, Path, description = "User id")),
     responses(
         (status = 204, description = "Deleted"),

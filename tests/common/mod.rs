@@ -36,12 +36,8 @@ impl TestApp {
     pub fn with_config(config: &HttpConfig) -> Self {
         let started = Instant::now();
         let build = BuildInfo::current();
-        let metrics = Metrics::new(
-            opentelemetry_sdk::Resource::builder_empty().build(),
-            &build,
-            started,
-        )
-        .expect("metrics");
+        let metrics =
+            Metrics::new(pulse::telemetry::resource(&build), &build, started).expect("metrics");
         let readiness = Arc::new(Readiness::default());
         readiness.set_ready();
         let state = AppState {
@@ -244,12 +240,18 @@ pub struct Pulse {
 impl Pulse {
     /// Starts `pulse serve` on a free port with `args` and waits until ready.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like [`Pulse::start`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pulse"))
             .args(["--addr", &addr])
             .args(args)
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -292,10 +294,10 @@ impl Pulse {
         let deadline = Instant::now() + limit;
         let client = client();
         while Instant::now() < deadline {
-            if let Ok(r) = client.get(self.url("/readyz")).send() {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(self.url("/readyz")).send()
+                && r.status().is_success()
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

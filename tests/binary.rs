@@ -1,0 +1,368 @@
+//! The real `pulse` binary over real TCP: serving, the shutdown sequence of
+//! PRODUCT.md 1.5, trace propagation, configuration errors and `pulse probe`.
+
+mod common;
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Exposition, Pulse, client};
+use nix::sys::signal::Signal;
+
+#[test]
+fn serves_the_api_over_tcp() {
+    let pulse = Pulse::start(&[]);
+    let http = client();
+    let users = http.get(pulse.url("/api/users")).send().unwrap();
+    assert_eq!(users.status(), 200);
+    assert_eq!(users.text().unwrap(), r#"{"users":[],"count":0}"#);
+    let created = http
+        .post(pulse.url("/api/users?name=John&email=john@example.com"))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let metrics = http
+        .get(pulse.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let m = Exposition::parse(&metrics);
+    assert_eq!(m.value("pulse_users", &[]), 1.0);
+    assert!(m.value("process_open_fds", &[]) > 0.0);
+}
+
+/// Polls until `check` holds or `limit` passes; returns how long it took.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[test]
+fn sigterm_flips_readiness_keeps_serving_then_drains_and_exits_zero() {
+    let delay = Duration::from_secs(1);
+    let timeout = Duration::from_secs(5);
+    let mut pulse = Pulse::start(&["--shutdown-delay", "1s", "--shutdown-timeout", "5s"]);
+    let http = client();
+
+    let in_flight = {
+        let url = pulse.url("/delay/2");
+        let http = http.clone();
+        thread::spawn(move || http.get(url).send().map(|r| r.status().as_u16()))
+    };
+    thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    pulse.signal(Signal::SIGTERM);
+
+    let flipped = eventually(Duration::from_millis(500), || {
+        http.get(pulse.url("/readyz"))
+            .send()
+            .is_ok_and(|r| r.status() == 503)
+    });
+    assert!(flipped.is_some(), "readiness must turn 503 at once");
+    let reason = http
+        .get(pulse.url("/readyz"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(reason.contains("shutting down"), "{reason}");
+
+    // During the delay, new requests are still served.
+    let during = http.get(pulse.url("/api/users")).send().unwrap();
+    assert_eq!(during.status(), 200);
+    assert_eq!(
+        during.headers()["connection"],
+        "close",
+        "keep-alive clients are told to reconnect elsewhere"
+    );
+    assert!(signalled.elapsed() < delay, "checked within the delay");
+
+    assert_eq!(
+        in_flight.join().unwrap().unwrap(),
+        200,
+        "in-flight request completes"
+    );
+    let status = pulse
+        .wait_exit(delay + timeout + Duration::from_secs(2))
+        .expect("exits within delay + timeout");
+    assert_eq!(status.code(), Some(0));
+    assert!(signalled.elapsed() >= delay, "kept serving for the delay");
+    let lines = pulse.lines().join("\n");
+    assert!(lines.contains("shutdown: drained"), "{lines}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut pulse = Pulse::start(&["--shutdown-delay", "30s"]);
+    pulse.signal(Signal::SIGTERM);
+    let http = client();
+    eventually(Duration::from_secs(2), || {
+        http.get(pulse.url("/readyz"))
+            .send()
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .expect("first signal handled");
+    let second = Instant::now();
+    pulse.signal(Signal::SIGTERM);
+    let status = pulse
+        .wait_exit(Duration::from_secs(2))
+        .expect("exits at once");
+    assert!(second.elapsed() < Duration::from_secs(1));
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+}
+
+#[test]
+fn draining_is_bounded_by_the_shutdown_timeout() {
+    let mut pulse = Pulse::start(&["--shutdown-delay", "0s", "--shutdown-timeout", "1s"]);
+    let url = pulse.url("/delay/8");
+    let http = client();
+    let _stuck = thread::spawn(move || http.get(url).send().map(|r| r.status()));
+    thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    pulse.signal(Signal::SIGTERM);
+    let status = pulse
+        .wait_exit(Duration::from_secs(4))
+        .expect("gives up draining");
+    assert_eq!(status.code(), Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(pulse.lines().join("\n").contains("drain timeout"));
+}
+
+#[test]
+fn traceparent_is_continued_logged_and_returned() {
+    let pulse = Pulse::start(&["--log-format", "json"]);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let reply = client()
+        .get(pulse.url("/api/users"))
+        .header("traceparent", &parent)
+        .send()
+        .unwrap();
+    let returned = reply.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        returned.starts_with(&format!("00-{trace_id}-")),
+        "{returned}"
+    );
+    assert_ne!(
+        returned, parent,
+        "the server span is a child, with its own id"
+    );
+    let span_id = returned.split('-').nth(2).unwrap().to_owned();
+
+    let logged = eventually(Duration::from_secs(2), || {
+        pulse.lines().iter().any(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| {
+                v["message"] == "request"
+                    && v["route"] == "/api/users"
+                    && v["trace_id"] == trace_id
+                    && v["span_id"] == span_id.as_str()
+            })
+        })
+    });
+    assert!(
+        logged.is_some(),
+        "no request log with the trace id: {:?}",
+        pulse.lines()
+    );
+}
+
+#[test]
+fn requests_without_traceparent_start_a_new_trace() {
+    let pulse = Pulse::start(&[]);
+    let reply = client().get(pulse.url("/version")).send().unwrap();
+    let traceparent = reply.headers()["traceparent"].to_str().unwrap();
+    let trace_id = traceparent.split('-').nth(1).unwrap();
+    assert_eq!(trace_id.len(), 32);
+    assert_ne!(trace_id, "0".repeat(32));
+}
+
+#[test]
+fn invalid_configuration_fails_with_one_clear_line() {
+    for (args, env, needle) in [
+        (
+            vec!["--fault-error-rate", "2"],
+            vec![],
+            "--fault-error-rate",
+        ),
+        (
+            vec![],
+            vec![("PULSE_SHUTDOWN_TIMEOUT", "soon")],
+            "--shutdown-timeout",
+        ),
+        (vec!["--max-body-bytes", "-1"], vec![], "between 1 and"),
+        (vec!["--log-format", "xml"], vec![], "--log-format"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pulse"))
+            .args(&args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.contains(needle), "{first}");
+    }
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error() {
+    let pulse = Pulse::start(&[]);
+    let addr = format!("127.0.0.1:{}", pulse.port);
+    let out = Command::new(env!("CARGO_BIN_EXE_pulse"))
+        .args(["--addr", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains("--addr"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn probe_exits_zero_only_on_2xx() {
+    let pulse = Pulse::start(&[]);
+    let probe = |url: String| {
+        Command::new(env!("CARGO_BIN_EXE_pulse"))
+            .args(["probe", &url])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(probe(pulse.url("/healthz")), Some(0));
+    assert_eq!(probe(pulse.url("/status/503")), Some(1));
+    assert_eq!(probe(pulse.url("/nope")), Some(1));
+    let closed = format!("http://127.0.0.1:{}/healthz", common::free_port());
+    assert_eq!(probe(closed), Some(1));
+}
+
+#[test]
+fn otel_and_downward_api_variables_become_resource_attributes() {
+    let pulse = Pulse::start_with_env(
+        &[],
+        &[
+            ("OTEL_SERVICE_NAME", "checkout"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            ("POD_NAME", "pulse-abc"),
+            ("POD_NAMESPACE", "monitoring"),
+            ("NODE_NAME", "kind-worker"),
+        ],
+    );
+    let http = client();
+    let m = Exposition::parse(
+        &http
+            .get(pulse.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+    );
+    let info = m.find("target_info", &[]);
+    assert_eq!(info.len(), 1);
+    let labels = &info[0].labels;
+    assert_eq!(labels["service_name"], "checkout");
+    assert_eq!(labels["deployment_environment"], "test");
+    assert_eq!(labels["k8s_pod_name"], "pulse-abc");
+    assert_eq!(labels["k8s_namespace_name"], "monitoring");
+    assert_eq!(labels["k8s_node_name"], "kind-worker");
+    let root: serde_json::Value = http.get(pulse.url("/")).send().unwrap().json().unwrap();
+    assert_eq!(root["name"], "checkout");
+    assert_eq!(root["pod"], "pulse-abc");
+    assert_eq!(root["namespace"], "monitoring");
+    assert_eq!(root["node"], "kind-worker");
+}
+
+/// A one-purpose OTLP/HTTP receiver: records each request's path, content
+/// type and body, answers 200 with an empty (valid) protobuf response.
+fn otlp_receiver() -> (u16, std::sync::mpsc::Receiver<(String, String, Vec<u8>)>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let (mut length, mut content_type) = (0usize, String::new());
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap();
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        let (name, value) = header.split_once(':').unwrap();
+                        match name.to_ascii_lowercase().as_str() {
+                            "content-length" => length = value.trim().parse().unwrap(),
+                            "content-type" => content_type = value.trim().to_owned(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let _ = tx.send((path, content_type, body));
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    reader.get_mut().write_all(reply.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
+    let (port, received) = otlp_receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut pulse = Pulse::start_with_env(
+        &["--shutdown-delay", "0s"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    client()
+        .get(pulse.url("/api/users"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .unwrap();
+    // Exit flushes the batch exporter.
+    pulse.signal(Signal::SIGTERM);
+    assert_eq!(
+        pulse
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+
+    const SPAN_NAME: &[u8] = b"GET /api/users";
+    let raw_trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let exported = received.try_iter().any(|(path, content_type, body)| {
+        path == "/v1/traces"
+            && content_type == "application/x-protobuf"
+            && body.windows(16).any(|w| w == raw_trace_id.as_slice())
+            && body.windows(SPAN_NAME.len()).any(|w| w == SPAN_NAME)
+    });
+    assert!(exported, "no OTLP export carrying the request's trace id");
+}

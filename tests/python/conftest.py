@@ -1,0 +1,70 @@
+"""Fixtures: a real `pulse` process on a free loopback port, stopped by PID."""
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Pulse:
+    def __init__(self, port: int):
+        self.base = f"http://127.0.0.1:{port}"
+
+    def request(self, method: str, path: str, timeout: float = 15.0):
+        """Returns (status, headers, body bytes); HTTP errors are answers too."""
+        req = urllib.request.Request(self.base + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def json(self, path: str):
+        status, _, body = self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
+
+@pytest.fixture(scope="session")
+def pulse():
+    binary = os.environ.get("PULSE_BIN", str(ROOT / "target" / "debug" / "pulse"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--addr", f"127.0.0.1:{port}", "--shutdown-delay", "0s"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server = Pulse(port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if server.request("GET", "/readyz", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"pulse did not become ready (exit code {proc.poll()})")
+            time.sleep(0.05)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
