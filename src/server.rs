@@ -65,6 +65,7 @@ impl From<&ServeArgs> for HttpConfig {
 pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     let build = BuildInfo::current();
     let resource = telemetry::resource(&build);
+    let service_name = telemetry::service_name(&resource);
     let tracing_guard = telemetry::init_tracing(
         &TracingConfig {
             log_level: args.log_level.clone(),
@@ -78,7 +79,7 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         store: Arc::new(MemoryStore::new()),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
-        info: Arc::new(ServiceInfo::from_env(build, started)),
+        info: Arc::new(ServiceInfo::from_env(service_name, build, started)),
     };
     let app = routes::router(state, &HttpConfig::from(&args));
 

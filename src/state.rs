@@ -11,7 +11,7 @@ use crate::telemetry::Metrics;
 /// Who and where this process is: the answer of `GET /`.
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
-    /// `OTEL_SERVICE_NAME`, default `pulse`.
+    /// The resource's `service.name`: `OTEL_SERVICE_NAME`, default `pulse`.
     pub name: String,
     /// Version and revision of the binary.
     pub build: BuildInfo,
@@ -30,11 +30,12 @@ pub struct ServiceInfo {
 }
 
 impl ServiceInfo {
-    /// Reads the process identity from the environment.
-    pub fn from_env(build: BuildInfo, started: Instant) -> Self {
+    /// Reads the process identity from the environment; `name` is the
+    /// service name the telemetry resource uses, so both always agree.
+    pub fn from_env(name: String, build: BuildInfo, started: Instant) -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Self {
-            name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "pulse".to_owned()),
+            name,
             build,
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
             pod: var("POD_NAME"),

@@ -255,8 +255,10 @@ fn otel_and_downward_api_variables_become_resource_attributes() {
     let pulse = Pulse::start_with_env(
         &[],
         &[
-            ("OTEL_SERVICE_NAME", "checkout"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=checkout,deployment.environment=test",
+            ),
             ("POD_NAME", "pulse-abc"),
             ("POD_NAMESPACE", "monitoring"),
             ("NODE_NAME", "kind-worker"),

@@ -48,6 +48,16 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
     ("target_info", "gauge", &["service_name"]),
 ];
 
+/// Probe and scrape routes, excluded from `http_*` and `app_requests_total`.
+const PROBES: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+];
+
 const DURATION_BUCKETS: &[&str] = &[
     "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
 ];
@@ -69,14 +79,7 @@ async fn scripted_traffic(app: &TestApp) -> f64 {
     app.send("POST", "/data", Some(r#"{"key":"a","value":"0123456789"}"#))
         .await;
     // Probes and scrapes: excluded from http_* and app_requests_total.
-    for path in [
-        "/healthz",
-        "/readyz",
-        "/health",
-        "/health/live",
-        "/health/ready",
-        "/metrics",
-    ] {
+    for path in PROBES {
         app.get(path).await;
     }
     11.0
@@ -139,14 +142,7 @@ async fn every_contract_metric_with_exact_labels_types_and_values() {
         .map(|s| s.value)
         .sum();
     assert_eq!(total, api_requests, "probes and /metrics are not counted");
-    for probe in [
-        "/healthz",
-        "/readyz",
-        "/health",
-        "/health/live",
-        "/health/ready",
-        "/metrics",
-    ] {
+    for probe in PROBES {
         assert!(
             m.samples
                 .iter()

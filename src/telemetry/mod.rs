@@ -70,6 +70,13 @@ pub fn resource(build: &BuildInfo) -> Resource {
     builder.with_attributes(attributes).build()
 }
 
+/// The `service.name` the resource settled on (env, attributes or the default).
+pub fn service_name(resource: &Resource) -> String {
+    resource
+        .get(&Key::from_static_str("service.name"))
+        .map_or_else(|| "pulse".to_owned(), |v| v.as_str().into_owned())
+}
+
 /// What [`init_tracing`] needs to know.
 #[derive(Debug, Clone)]
 pub struct TracingConfig {

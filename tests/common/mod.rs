@@ -36,15 +36,16 @@ impl TestApp {
     pub fn with_config(config: &HttpConfig) -> Self {
         let started = Instant::now();
         let build = BuildInfo::current();
-        let metrics =
-            Metrics::new(pulse::telemetry::resource(&build), &build, started).expect("metrics");
+        let resource = pulse::telemetry::resource(&build);
+        let name = pulse::telemetry::service_name(&resource);
+        let metrics = Metrics::new(resource, &build, started).expect("metrics");
         let readiness = Arc::new(Readiness::default());
         readiness.set_ready();
         let state = AppState {
             store: Arc::new(MemoryStore::new()),
             metrics,
             readiness,
-            info: Arc::new(ServiceInfo::from_env(build, started)),
+            info: Arc::new(ServiceInfo::from_env(name, build, started)),
         };
         Self {
             router: routes::router(state.clone(), config),
