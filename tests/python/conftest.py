@@ -68,3 +68,8 @@ def pulse():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+# The chart helpers live in scripts/ (shared with `make manifests`).
+import sys  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))

@@ -1,0 +1,94 @@
+{{/* Chart name, overridable. */}}
+{{- define "pulse.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: the release name when it already contains the chart
+name (so `helm install pulse` gives `pulse`, not `pulse-pulse`).
+*/}}
+{{- define "pulse.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pulse.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select Pulse's pods: stable across upgrades. */}}
+{{- define "pulse.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pulse.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Standard labels on every object. */}}
+{{- define "pulse.labels" -}}
+helm.sh/chart: {{ include "pulse.chart" . }}
+{{ include "pulse.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "pulse.imageTag" . | quote }}
+app.kubernetes.io/component: server
+app.kubernetes.io/part-of: pulse
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the monitoring objects: `release: <release name>` (what
+kube-prometheus-stack's Prometheus selects by default), then the user's labels,
+which may override it to match another Prometheus.
+*/}}
+{{- define "pulse.monitoringLabels" -}}
+{{- $labels := merge (dict) (.extra | default dict) (dict "release" .root.Release.Name) -}}
+{{ include "pulse.labels" .root }}
+{{- range $k, $v := $labels }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "pulse.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pulse.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pulse.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "pulse.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "pulse.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Grace period: longer than the shutdown delay plus the drain timeout, so the
+kubelet never kills a pod that is still draining. An explicit value that is too
+short is refused at install time.
+*/}}
+{{- define "pulse.terminationGracePeriod" -}}
+{{- $needed := add .Values.config.shutdownDelaySeconds .Values.config.shutdownTimeoutSeconds -}}
+{{- if .Values.terminationGracePeriodSeconds -}}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdownDelaySeconds + config.shutdownTimeoutSeconds (%v)" .Values.terminationGracePeriodSeconds $needed) -}}
+{{- end -}}
+{{- .Values.terminationGracePeriodSeconds -}}
+{{- else -}}
+{{- add $needed 5 -}}
+{{- end -}}
+{{- end }}

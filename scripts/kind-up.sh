@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# `make kind-up`: a kind cluster with Pulse, Prometheus and Grafana, from nothing. Safe to re-run: it
+# reuses the cluster, rebuilds and reloads the image, and upgrades the release.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+for tool in docker kind helm kubectl; do require "$tool"; done
+docker info >/dev/null 2>&1 || { echo "error: docker is installed but its daemon is not running" >&2; exit 1; }
+
+if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+  echo "kind cluster '$KIND_CLUSTER' exists: reusing it"
+else
+  kind create cluster --name "$KIND_CLUSTER" --config "$ROOT/kind-config.yaml" --wait 120s
+fi
+kubectl config use-context "kind-$KIND_CLUSTER" >/dev/null
+
+make -C "$ROOT" image IMAGE="$IMAGE"
+kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"
+
+helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update >/dev/null
+helm dependency build "$ROOT/charts/pulse"
+
+# The image id as a pod annotation: a rebuilt image rolls the pods even though the tag stays "dev".
+image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+helm upgrade --install "$RELEASE" "$ROOT/charts/pulse" \
+  --namespace "$NAMESPACE" --create-namespace \
+  -f "$ROOT/charts/pulse/ci/kind-values.yaml" \
+  --set-string image.repository="${IMAGE%:*}",image.tag="${IMAGE##*:}" \
+  --set-string "podAnnotations.pulse\.dev/image-id=${image_id#sha256:}" \
+  --wait --timeout 10m
+
+cat <<MSG
+
+Pulse is running in kind cluster '$KIND_CLUSTER', namespace '$NAMESPACE'.
+
+  Grafana:     make grafana      then http://127.0.0.1:3000  (user admin, password: $(grafana_password))
+               i.e. kubectl -n $NAMESPACE port-forward svc/pulse-grafana 3000:80
+               dashboards: Dashboards > Pulse
+  Prometheus:  make prometheus   then http://127.0.0.1:9090/targets
+  Pulse:       kubectl -n $NAMESPACE port-forward svc/$RELEASE 8080:8080
+  Checks:      make e2e           Tear down: make kind-down
+MSG

@@ -1,0 +1,365 @@
+"""The Helm chart, rendered by the real Helm v4 engine (helm-python-sdk), validated strictly.
+
+Covers: renders and `helm lint --strict` for every value set; strict Kubernetes 1.33 schemas for core
+objects and the prometheus-operator CRD schemas (unknown fields rejected) for monitoring objects; the
+wiring between objects; restricted pod security; values.schema.json; dashboards and manifests in sync.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import helm_python
+import jsonschema
+import kubernetes_validate
+import pulsechart as pc
+import pytest
+import yaml
+
+ROOT = pc.ROOT
+CRDS = ROOT.parent / "shared" / "crds"
+KUBE_VERSION = "1.33.0"
+VALUE_SETS = list(pc.VALUE_SETS)
+MONITORING_KINDS = {"ServiceMonitor": "crd-servicemonitors.yaml", "PrometheusRule": "crd-prometheusrules.yaml"}
+
+
+def kinds(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects, kind):
+    found = kinds(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module", params=VALUE_SETS)
+def rendered(request):
+    """(value set name, values, objects) for each value set."""
+    values = pc.load_values(request.param)
+    return request.param, values, pc.render_objects(values, name="lab", namespace="monitoring")
+
+
+# --- 1. renders and lint ------------------------------------------------------------------------
+
+def test_every_value_set_renders_pulse(rendered):
+    name, _, objects = rendered
+    one(objects, "Deployment")
+    one(objects, "Service")
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_helm_lint_strict_has_no_findings(value_set):
+    report = helm_python.lint(str(pc.CHART), pc.load_values(value_set), strict=True,
+                              kube_version="v" + KUBE_VERSION)
+    findings = [m for m in report["messages"] if m["severity"] >= 2
+                # The subchart is fetched by `helm dependency build`, not committed.
+                and "missing these dependencies: kube-prometheus-stack" not in m["error"]]
+    assert findings == []
+
+
+def test_optional_features_follow_their_switches():
+    on = pc.render_objects(pc.load_values("all-on"))
+    off = pc.render_objects(pc.load_values("all-off"))
+    for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor",
+                 "PrometheusRule", "ServiceAccount", "ConfigMap", "Secret", "Pod"]:
+        assert kinds(on, kind), f"{kind} missing with every feature on"
+        assert not kinds(off, kind), f"{kind} rendered with every feature off"
+    assert "replicas" not in one(on, "Deployment")["spec"], "the HPA owns the replica count"
+
+
+# --- 2. schemas ---------------------------------------------------------------------------------
+
+def test_core_objects_pass_strict_kubernetes_validation(rendered):
+    _, _, objects = rendered
+    for obj in objects:
+        if obj["kind"] in MONITORING_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {str(e).splitlines()[0]}")
+
+
+def closed(schema):
+    """The CRD schema with unknown fields rejected wherever it lists properties."""
+    schema = copy.deepcopy(schema)
+
+    def visit(node):
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema)
+    return schema
+
+
+def crd_validator(kind):
+    docs = yaml.safe_load_all((CRDS / MONITORING_KINDS[kind]).read_text())
+    crd = next(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
+    schema = closed(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    # metadata is `type: object` in CRDs; the API server validates it, not the CRD.
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_monitoring_objects_pass_the_operator_crd_schemas(rendered):
+    _, _, objects = rendered
+    for kind in MONITORING_KINDS:
+        validator = crd_validator(kind)
+        for obj in kinds(objects, kind):
+            errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]
+            assert errors == [], f"{kind}: {errors}"
+
+
+def test_the_crd_check_rejects_unknown_fields():
+    objects = pc.render_objects({})
+    monitor = copy.deepcopy(one(objects, "ServiceMonitor"))
+    monitor["spec"]["endpoints"][0]["intervall"] = "5s"
+    assert list(crd_validator("ServiceMonitor").iter_errors(monitor)), "a misspelled field must fail"
+
+
+# --- 3. wiring ----------------------------------------------------------------------------------
+
+def container(deployment):
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_servicemonitor_selects_the_service_and_names_its_port(rendered):
+    name, _, objects = rendered
+    monitors = kinds(objects, "ServiceMonitor")
+    if not monitors:
+        assert name == "all-off"
+        return
+    service = one(objects, "Service")
+    selector = monitors[0]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    for endpoint in monitors[0]["spec"]["endpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+
+
+def test_service_selects_pulse_pods_and_only_them(rendered):
+    _, _, objects = rendered
+    service = one(objects, "Service")
+    selector = service["spec"]["selector"].items()
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selector <= pod_labels.items()
+    for test_pod in kinds(objects, "Pod"):
+        assert not selector <= test_pod["metadata"]["labels"].items(), "helm test pods must not receive traffic"
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container(one(objects, "Deployment"))["ports"]}
+
+
+def test_monitoring_objects_carry_the_release_label():
+    objects = pc.render_objects({"serviceMonitor": {"labels": {"team": "sre"}}}, name="lab")
+    for kind in MONITORING_KINDS:
+        labels = one(objects, kind)["metadata"]["labels"]
+        assert labels["release"] == "lab"
+    assert one(objects, "ServiceMonitor")["metadata"]["labels"]["team"] == "sre"
+    # A user can point them at another Prometheus.
+    other = pc.render_objects({"serviceMonitor": {"labels": {"release": "monitoring"}}}, name="lab")
+    assert one(other, "ServiceMonitor")["metadata"]["labels"]["release"] == "monitoring"
+
+
+def test_one_dashboard_configmap_per_file_with_the_sidecar_label(rendered):
+    name, values, objects = rendered
+    files = sorted(p.name for p in (pc.CHART / "dashboards").glob("*.json"))
+    maps = kinds(objects, "ConfigMap")
+    if not values.get("dashboards", {}).get("enabled", True):
+        assert maps == []
+        return
+    assert len(maps) == len(files) >= 1
+    shipped = {}
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"  # the string "1"
+        assert cm["metadata"]["annotations"]["grafana_folder"] == "Pulse"
+        (key, text), = cm["data"].items()
+        shipped[key] = json.loads(text)
+    assert sorted(shipped) == files
+    for file in files:
+        assert shipped[file] == json.loads((pc.CHART / "dashboards" / file).read_text())
+
+
+def test_probes_use_paths_and_ports_the_container_has(rendered):
+    _, _, objects = rendered
+    c = container(one(objects, "Deployment"))
+    ports = {p["name"] for p in c["ports"]}
+    expected = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in expected.items():
+        assert c[probe]["httpGet"]["path"] == path
+        assert c[probe]["httpGet"]["port"] in ports
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s)", duration)
+    assert match, duration
+    return int(match[1]) / (1000 if match[2] == "ms" else 1)
+
+
+def test_grace_period_exceeds_shutdown_delay_plus_timeout(rendered):
+    _, _, objects = rendered
+    deployment = one(objects, "Deployment")
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+    needed = seconds(env["PULSE_SHUTDOWN_DELAY"]) + seconds(env["PULSE_SHUTDOWN_TIMEOUT"])
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > needed
+
+
+def test_a_too_short_grace_period_is_refused():
+    with pytest.raises(helm_python.HelmError, match="must exceed"):
+        pc.render({"terminationGracePeriodSeconds": 15})
+
+
+def test_downward_api_identity_is_passed(rendered):
+    _, _, objects = rendered
+    env = {e["name"]: e for e in container(one(objects, "Deployment"))["env"]}
+    for var, field in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+                       ("NODE_NAME", "spec.nodeName")]:
+        assert env[var]["valueFrom"]["fieldRef"]["fieldPath"] == field
+
+
+def pods(objects):
+    """(name, pod spec) of every pod the chart creates: the Deployment's and the test pods."""
+    specs = [(d["metadata"]["name"], d["spec"]["template"]["spec"]) for d in kinds(objects, "Deployment")]
+    specs += [(p["metadata"]["name"], p["spec"]) for p in kinds(objects, "Pod")]
+    return specs
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(rendered):
+    """Field by field, as the restricted profile of the Pod Security Standards lists them."""
+    _, _, objects = rendered
+    for name, spec in pods(objects):
+        pod_sc = spec.get("securityContext", {})
+        for flag in ["hostNetwork", "hostPID", "hostIPC"]:
+            assert not spec.get(flag), f"{name}: {flag}"
+        for volume in spec.get("volumes", []):
+            assert "hostPath" not in volume, name
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c.get("securityContext", {})
+            where = f"{name}/{c['name']}"
+            assert not sc.get("privileged"), where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), where
+            assert set(sc.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}, where
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+            assert isinstance(uid, int) and uid > 0, f"{where}: a fixed non-root uid"
+            seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+            assert seccomp in {"RuntimeDefault", "Localhost"}, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            for port in c.get("ports", []):
+                assert "hostPort" not in port, where
+
+
+def test_requests_and_limits_are_set_by_default():
+    resources = container(one(pc.render_objects({}), "Deployment"))["resources"]
+    assert {"cpu", "memory"} <= resources["requests"].keys()
+    assert {"cpu", "memory"} <= resources["limits"].keys()
+
+
+def test_app_version_is_the_crate_version():
+    chart = yaml.safe_load((pc.CHART / "Chart.yaml").read_text())
+    crate = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
+    assert chart["appVersion"] == crate
+    image = container(one(pc.render_objects({}), "Deployment"))["image"]
+    assert image == f"pulse:{crate}"
+
+
+def test_kind_values_wire_grafana_login_through_a_generated_secret():
+    values = pc.load_values("kind")
+    objects = pc.render_objects(values, name="pulse")
+    kps = yaml.safe_load((pc.CHART / "values.yaml").read_text())["kube-prometheus-stack"]
+    admin = kps["grafana"]["admin"]
+    secret = one(objects, "Secret")
+    assert secret["metadata"]["name"] == admin["existingSecret"]
+    assert set(secret["data"]) == {admin["userKey"], admin["passwordKey"]}
+    import base64
+    password = base64.b64decode(secret["data"][admin["passwordKey"]]).decode()
+    assert len(password) >= 16 and password != "admin"
+    notes = pc.render(values, name="pulse")["pulse/templates/NOTES.txt"]
+    assert f"port-forward svc/{kps['grafana']['fullnameOverride']} 3000:80" in notes
+    assert f"get secret {admin['existingSecret']}" in notes
+    assert f"port-forward svc/{kps['fullnameOverride']}-prometheus 9090:9090" in notes
+
+
+def test_a_given_grafana_password_is_used():
+    objects = pc.render_objects({"kube-prometheus-stack": {"enabled": True},
+                                 "grafanaAdmin": {"password": "s3cret-enough"}})
+    import base64
+    assert base64.b64decode(one(objects, "Secret")["data"]["admin-password"]) == b"s3cret-enough"
+
+
+# --- 4. values.schema.json ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("values, why", [
+    ({"replicas": 3}, "unknown top-level key"),
+    ({"replicaCount": -1}, "negative replica count"),
+    ({"service": {"port": "http"}}, "non-integer port"),
+    ({"service": {"port": 80.5}}, "fractional port"),
+    ({"containerPort": 70000}, "port out of range"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "bad image pull policy"),
+    ({"image": {"tga": "1.0"}}, "unknown nested key"),
+    ({"config": {"faultErrorRate": 1.5}}, "error rate above 1"),
+    ({"config": {"logFormat": "xml"}}, "unknown log format"),
+    ({"serviceMonitor": {"interval": "often"}}, "not a duration"),
+    ({"dashboards": {"labelValue": 1}}, "label value must be a string"),
+])
+def test_schema_rejects(values, why):
+    with pytest.raises(helm_python.HelmValuesError):
+        pc.render(values)
+
+
+def test_schema_accepts_the_shipped_value_sets():
+    for name in VALUE_SETS:
+        pc.render(pc.load_values(name))
+
+
+# --- 5. sources in sync -------------------------------------------------------------------------
+
+def test_chart_dashboards_are_byte_identical_to_the_source():
+    source = {p.name: p.read_bytes() for p in (ROOT / "dashboards").glob("*.json")}
+    shipped = {p.name: p.read_bytes() for p in (pc.CHART / "dashboards").glob("*.json")}
+    assert source, "dashboards/ is empty"
+    assert shipped == source, "run `make dashboards` to copy dashboards/ into the chart"
+
+
+def test_manifests_are_fresh():
+    committed = (ROOT / "manifests" / "pulse.yaml").read_text()
+    assert committed == pc.manifests(), "manifests/ is stale: run `make manifests`"
+
+
+def test_manifests_hold_pulse_and_its_monitoring_but_no_helm_hooks():
+    objects = [o for o in yaml.safe_load_all((ROOT / "manifests" / "pulse.yaml").read_text()) if o]
+    present = {o["kind"] for o in objects}
+    assert {"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"} <= present
+    assert "Pod" not in present and "Secret" not in present
+
+
+# --- Dockerfile ---------------------------------------------------------------------------------
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
+    result = subprocess.run([hadolint, "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_as_a_fixed_non_root_uid_with_a_probe_healthcheck():
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    final_stage = text.rsplit("\nFROM ", 1)[-1]
+    user = re.search(r"^USER (\d+)(:\d+)?$", final_stage, re.M)
+    assert user and int(user[1]) > 0
+    uid = yaml.safe_load((pc.CHART / "values.yaml").read_text())["securityContext"]["runAsUser"]
+    assert int(user[1]) == uid, "the chart's runAsUser is the image's user"
+    assert re.search(r'^HEALTHCHECK .*/pulse", "probe"', final_stage, re.M)
