@@ -39,35 +39,60 @@ class Pulse:
         return json.loads(body)
 
 
-@pytest.fixture(scope="session")
-def pulse():
-    binary = os.environ.get("PULSE_BIN", str(ROOT / "target" / "debug" / "pulse"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--addr", f"127.0.0.1:{port}", "--shutdown-delay", "0s"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        server = Pulse(port)
+BINARY = os.environ.get("PULSE_BIN", str(ROOT / "target" / "debug" / "pulse"))
+
+
+class PulseProcess(Pulse):
+    """A `pulse` process on a fixed loopback port; `restart()` replaces it with a new process."""
+
+    def __init__(self, port: int | None = None):
+        super().__init__(port or free_port())
+        self.port = int(self.base.rsplit(":", 1)[1])
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [BINARY, "--addr", f"127.0.0.1:{self.port}", "--shutdown-delay", "0s"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while True:
             try:
-                if server.request("GET", "/readyz", timeout=1)[0] == 200:
-                    break
+                if self.request("GET", "/readyz", timeout=1)[0] == 200:
+                    return
             except OSError:
                 pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"pulse did not become ready (exit code {proc.poll()})")
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"pulse did not become ready (exit code {self.proc.poll()})")
             time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s: never leaves a process behind."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def pulse():
+    server = PulseProcess()
+    try:
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
+
 
 # The chart helpers live in scripts/ (shared with `make manifests`).
 import sys  # noqa: E402
