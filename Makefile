@@ -79,5 +79,6 @@ prometheus: ## Port-forward Prometheus to http://127.0.0.1:9090
 	@command -v kubectl >/dev/null || { echo "error: kubectl is not installed: https://kubernetes.io/docs/tasks/tools/"; exit 1; }
 	kubectl -n $(NAMESPACE) port-forward svc/pulse-kps-prometheus 9090:9090
 
-e2e: ## After kind-up: helm test, Prometheus scrapes Pulse, rules loaded, Grafana lists the dashboards
+e2e: ## After kind-up: helm test + the Rust e2e suite (tests/e2e.rs) against the current kube context
 	scripts/e2e.sh
+	PULSE_E2E=1 PULSE_E2E_NAMESPACE=$(NAMESPACE) PULSE_E2E_RELEASE=$(RELEASE) $(CARGO) test --test e2e -- --test-threads=1

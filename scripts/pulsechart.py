@@ -27,7 +27,7 @@ VALUE_SETS = {
 MANIFEST_VALUES = {"tests": {"enabled": False}, "kube-prometheus-stack": {"enabled": False}}
 # Apply order, as Helm would: identities and config before workloads.
 KIND_ORDER = [
-    "ServiceAccount", "Secret", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
+    "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
     "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor", "PrometheusRule", "Pod",
 ]
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cluster::KubeMode;
+
 /// Default `--max-body-bytes`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -101,6 +103,14 @@ pub struct ServeArgs {
     /// Also record probes and `/metrics` in the `http_*` and `app_requests_total` series.
     #[arg(long, env = "PULSE_INSTRUMENT_PROBES", default_value_t = false)]
     pub instrument_probes: bool,
+
+    /// Use the Kubernetes API (runtime ConfigMap, Events): auto = when in a cluster.
+    #[arg(long, env = "PULSE_KUBE", value_enum, default_value_t = KubeMode::Auto)]
+    pub kube: KubeMode,
+
+    /// Name of the ConfigMap holding runtime settings (in the pod's namespace).
+    #[arg(long, env = "PULSE_RUNTIME_CONFIGMAP", default_value = "pulse-runtime")]
+    pub runtime_configmap: String,
 }
 
 /// Options of `pulse probe`.
@@ -143,7 +153,7 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
 }
 
 fn parse_log_level(value: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(value)
+    crate::telemetry::log_filter(value)
         .map(|_| value.to_owned())
         .map_err(|e| format!("{e}; expected an EnvFilter directive such as info or pulse=debug"))
 }

@@ -59,7 +59,7 @@ where
 }
 
 /// `application/json` or any `application/*+json`, parameters ignored.
-fn is_json_content_type(value: &str) -> bool {
+pub fn is_json_content_type(value: &str) -> bool {
     let essence = value.split(';').next().unwrap_or("").trim();
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;

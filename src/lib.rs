@@ -4,7 +4,10 @@
 //! the process and its shutdown sequence, [`routes`] maps paths to handlers,
 //! [`middleware`] wraps them (telemetry, timeout, faults), handlers use
 //! [`store`] through a trait, and [`telemetry`] owns metrics, traces and logs.
+//! [`settings`] holds what can change at run time, and [`cluster`] changes it from
+//! a ConfigMap and publishes Kubernetes Events.
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -14,6 +17,7 @@ pub mod process;
 pub mod readiness;
 pub mod routes;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod telemetry;

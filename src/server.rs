@@ -14,10 +14,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::BuildInfo;
+use crate::cluster::{self, EventPublisher, KubeConfig, PodEvent};
 use crate::config::ServeArgs;
-use crate::middleware::fault::FaultConfig;
 use crate::readiness::Readiness;
 use crate::routes::{self, HttpConfig};
+use crate::settings::{LiveSettings, RuntimeSettings};
 use crate::state::{AppState, ServiceInfo};
 use crate::store::MemoryStore;
 use crate::telemetry::{self, Metrics, TelemetryError, TracingConfig};
@@ -52,11 +53,18 @@ impl From<&ServeArgs> for HttpConfig {
         Self {
             max_body_bytes: args.max_body_bytes,
             request_timeout: args.request_timeout,
-            faults: FaultConfig {
-                error_rate: args.fault_error_rate,
-                delay_max: args.fault_delay_max,
-            },
             instrument_probes: args.instrument_probes,
+        }
+    }
+}
+
+impl From<&ServeArgs> for RuntimeSettings {
+    fn from(args: &ServeArgs) -> Self {
+        Self {
+            log_level: args.log_level.clone(),
+            fault_error_rate: args.fault_error_rate,
+            fault_delay_max: args.fault_delay_max,
+            force_unready: false,
         }
     }
 }
@@ -66,7 +74,7 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     let build = BuildInfo::current();
     let resource = telemetry::resource(&build);
     let service_name = telemetry::service_name(&resource);
-    let tracing_guard = telemetry::init_tracing(
+    let mut tracing_guard = telemetry::init_tracing(
         &TracingConfig {
             log_level: args.log_level.clone(),
             log_format: args.log_format,
@@ -75,11 +83,28 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     )?;
     let metrics = Metrics::new(resource, &build, started)?;
     let readiness = Arc::new(Readiness::default());
+    let settings = Arc::new(LiveSettings::new(
+        RuntimeSettings::from(&args),
+        metrics.clone(),
+        tracing_guard.take_log_reloader(),
+    ));
+    let events = if args.kube.enabled() {
+        let config = KubeConfig::from_env(args.runtime_configmap.clone());
+        tracing::info!(configmap = %config.configmap, "Kubernetes features on: watching runtime settings, publishing Events");
+        cluster::start(config, settings.clone(), metrics.clone())
+    } else {
+        EventPublisher::disabled()
+    };
+    events.publish(PodEvent::normal(
+        "Started",
+        format!("pulse {} ({}) started", build.version, build.revision),
+    ));
     let state = AppState {
         store: Arc::new(MemoryStore::new()),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         info: Arc::new(ServiceInfo::from_env(service_name, build, started)),
+        settings,
     };
     let app = routes::router(state, &HttpConfig::from(&args));
 
@@ -100,13 +125,22 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "pulse ready"
     );
+    events.publish(PodEvent::normal("Ready", format!("serving on {local}")));
 
     // The sequence after the first signal; `draining` flips when we stop accepting.
     let (draining_tx, mut draining) = watch::channel(false);
     let delay = args.shutdown_delay;
+    let drain_timeout = args.shutdown_timeout;
     let shutdown = async move {
         let signal = signals.recv().await;
         readiness.shut_down();
+        events.publish(PodEvent::normal(
+            "ShuttingDown",
+            format!(
+                "{signal}: draining for up to {}s",
+                (delay + drain_timeout).as_secs()
+            ),
+        ));
         tracing::info!(signal, delay = ?delay, "shutdown: not ready; still serving during the delay");
         tokio::spawn(async move {
             let signal = signals.recv().await;

@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::BuildInfo;
 use crate::readiness::Readiness;
+use crate::settings::LiveSettings;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -58,6 +59,19 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Identity shown by `/`, `/version` and `/health`.
     pub info: Arc<ServiceInfo>,
+    /// Log filter, faults and forced unreadiness, changeable at run time.
+    pub settings: Arc<LiveSettings>,
+}
+
+impl AppState {
+    /// Why the service should not receive traffic, or `None` when it should.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        self.readiness.get().not_ready_reason().or_else(|| {
+            self.settings
+                .force_unready()
+                .then_some("forced unready by runtime settings")
+        })
+    }
 }
 
 impl std::fmt::Debug for AppState {

@@ -424,14 +424,10 @@ async fn error_total(app: &TestApp) -> f64 {
 
 #[tokio::test]
 async fn injected_faults_hit_api_routes_only() {
-    let config = pulse::routes::HttpConfig {
-        faults: pulse::middleware::fault::FaultConfig {
-            error_rate: 1.0,
-            delay_max: std::time::Duration::ZERO,
-        },
-        ..Default::default()
-    };
-    let app = TestApp::with_config(&config);
+    let app = TestApp::with_settings(pulse::settings::RuntimeSettings {
+        fault_error_rate: 1.0,
+        ..common::default_settings()
+    });
     let created = app
         .send("POST", "/api/users?name=John&email=john@example.com", None)
         .await;
@@ -512,6 +508,8 @@ async fn openapi_lists_every_contract_route() {
         ("get", "/api/slow"),
         ("get", "/api/error"),
         ("get", "/delay/{seconds}"),
+        ("get", "/admin/runtime"),
+        ("put", "/admin/runtime"),
         ("get", "/status/{code}"),
         ("post", "/status/{code}"),
         ("get", "/update"),

@@ -368,3 +368,146 @@ fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
     });
     assert!(exported, "no OTLP export carrying the request's trace id");
 }
+
+#[test]
+fn put_admin_runtime_changes_the_running_process() {
+    let pulse = Pulse::start(&["--log-format", "json"]);
+    let http = client();
+    let put = |body: &str| {
+        http.put(pulse.url("/admin/runtime"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+    };
+    let scrape = || {
+        Exposition::parse(
+            &http
+                .get(pulse.url("/metrics"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        )
+    };
+
+    assert_eq!(
+        http.get(pulse.url("/api/users")).send().unwrap().status(),
+        200
+    );
+    let applied = put(r#"{"fault_error_rate": 1}"#);
+    assert_eq!(applied.status(), 200);
+    let settings: serde_json::Value = applied.json().unwrap();
+    assert_eq!(settings["fault_error_rate"], 1.0);
+    for _ in 0..3 {
+        assert_eq!(
+            http.get(pulse.url("/api/users")).send().unwrap().status(),
+            500
+        );
+    }
+    let m = scrape();
+    assert_eq!(
+        m.value("api_errors_total", &[("error_type", "injected")]),
+        3.0
+    );
+    assert_eq!(
+        m.value("pulse_runtime_settings", &[("setting", "fault_error_rate")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("pulse_config_reloads_total", &[("result", "applied")]),
+        1.0
+    );
+
+    // All or nothing: a bad field rejects the whole change.
+    let rejected = put(r#"{"fault_error_rate": 0, "fault_delay_max": "forever"}"#);
+    assert_eq!(rejected.status(), 400);
+    assert!(rejected.text().unwrap().contains("previous settings kept"));
+    assert_eq!(
+        http.get(pulse.url("/api/users")).send().unwrap().status(),
+        500
+    );
+    assert_eq!(
+        scrape().value("pulse_config_reloads_total", &[("result", "rejected")]),
+        1.0
+    );
+
+    // Forced unreadiness, shown in / as well.
+    put(r#"{"fault_error_rate": 0, "force_unready": true}"#);
+    let ready = http.get(pulse.url("/readyz")).send().unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().unwrap().contains("forced unready"));
+    let root: serde_json::Value = http.get(pulse.url("/")).send().unwrap().json().unwrap();
+    assert_eq!(root["runtime"]["force_unready"], true);
+    assert_eq!(
+        http.get(pulse.url("/api/users")).send().unwrap().status(),
+        200
+    );
+
+    // The log filter: at warn, request lines (info) stop.
+    put(r#"{"log_level": "warn", "force_unready": false}"#);
+    let before = pulse.lines().len();
+    http.get(pulse.url("/version")).send().unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let new_lines = pulse.lines()[before..].join("\n");
+    assert!(!new_lines.contains(r#""message":"request""#), "{new_lines}");
+}
+
+#[test]
+fn kube_on_without_a_reachable_api_serves_stays_ready_and_counts_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = common::free_port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: lab\n\
+             clusters: [{{name: lab, cluster: {{server: 'https://127.0.0.1:{closed}', insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: lab, user: {{token: t}}}}]\n\
+             contexts: [{{name: lab, context: {{cluster: lab, user: lab, namespace: default}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let pulse = Pulse::start_with_env(
+        &["--kube", "on"],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("POD_NAME", "pulse-test"),
+            ("POD_NAMESPACE", "default"),
+        ],
+    );
+    let http = client();
+    // Give the watcher and the publisher time to fail and retry.
+    let counted = eventually(Duration::from_secs(10), || {
+        let m = Exposition::parse(
+            &http
+                .get(pulse.url("/metrics"))
+                .send()
+                .unwrap()
+                .text()
+                .unwrap(),
+        );
+        m.value("pulse_kube_errors_total", &[("operation", "watch")]) >= 2.0
+            && m.value("pulse_kube_errors_total", &[("operation", "event")]) >= 1.0
+    });
+    assert!(counted.is_some(), "errors not counted: {:?}", pulse.lines());
+    assert_eq!(
+        http.get(pulse.url("/readyz")).send().unwrap().status(),
+        200,
+        "stays ready"
+    );
+    assert_eq!(
+        http.get(pulse.url("/api/users")).send().unwrap().status(),
+        200,
+        "keeps serving"
+    );
+    let warnings = pulse
+        .lines()
+        .iter()
+        .filter(|l| {
+            l.contains("Kubernetes API call failed; serving on")
+                && l.contains(r#""operation":"watch""#)
+        })
+        .count();
+    assert_eq!(warnings, 1, "logged once, however often it is retried");
+}

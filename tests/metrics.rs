@@ -37,6 +37,8 @@ const CONTRACT: &[(&str, &str, &[&str])] = &[
     ("pulse_users", "gauge", &[]),
     ("pulse_data_items", "gauge", &[]),
     ("pulse_build_info", "gauge", &["version", "revision"]),
+    ("pulse_config_reloads_total", "counter", &["result"]),
+    ("pulse_runtime_settings", "gauge", &["setting"]),
     ("process_cpu_seconds_total", "counter", &[]),
     ("process_resident_memory_bytes", "gauge", &[]),
     ("process_virtual_memory_bytes", "gauge", &[]),

@@ -1,9 +1,12 @@
 //! Fault injection for the API routes: random delays and random 500s.
 //!
+//! The configuration is read per request from the live settings, so a change made
+//! through `PUT /admin/runtime` or the runtime ConfigMap applies to the next request.
 //! Faults are decided before the handler runs, so an injected failure never
 //! leaves a half-applied change behind. Probes and `/metrics` are never
 //! affected: the layer is applied to the API sub-router only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -12,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng as _;
 
 use crate::error::ApiError;
+use crate::settings::LiveSettings;
 
 /// How often and how much to misbehave.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -29,8 +33,13 @@ impl FaultConfig {
     }
 }
 
-/// Middleware: delays and/or fails the request according to `config`.
-pub async fn inject(State(config): State<FaultConfig>, request: Request, next: Next) -> Response {
+/// Middleware: delays and/or fails the request according to the settings in force.
+pub async fn inject(
+    State(settings): State<Arc<LiveSettings>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let config = settings.faults();
     if !config.is_active() {
         return next.run(request).await;
     }

@@ -25,7 +25,7 @@ pub struct ReadyBody {
     /// `ready` or `not ready`.
     #[schema(example = "not ready")]
     pub status: &'static str,
-    /// Why not: `starting`, `disabled` or `shutting down`.
+    /// Why not: `starting`, `disabled`, `shutting down` or `forced unready by runtime settings`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "shutting down")]
     pub reason: Option<&'static str>,
@@ -33,7 +33,10 @@ pub struct ReadyBody {
 
 impl ReadyBody {
     fn from_state(state: ReadyState) -> Self {
-        let reason = state.not_ready_reason();
+        Self::from_reason(state.not_ready_reason())
+    }
+
+    fn from_reason(reason: Option<&'static str>) -> Self {
         Self {
             status: if reason.is_none() {
                 "ready"
@@ -89,12 +92,12 @@ pub async fn health_live() -> Json<LiveBody> {
     (status = 200, description = "Ready", body = ReadyBody),
     (status = 503, description = "Starting, disabled or shutting down", body = ReadyBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let current = state.readiness.get();
-    let status = match current {
-        ReadyState::Ready => StatusCode::OK,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+    let reason = state.not_ready_reason();
+    let status = match reason {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (status, Json(ReadyBody::from_state(current))).into_response()
+    (status, Json(ReadyBody::from_reason(reason))).into_response()
 }
 
 /// Readiness (seed 002 path).
@@ -139,7 +142,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         uptime_seconds: state.info.started.elapsed().as_secs_f64(),
         checks: HealthChecks {
             store,
-            readiness: state.readiness.get().not_ready_reason().unwrap_or("ready"),
+            readiness: state.not_ready_reason().unwrap_or("ready"),
         },
         process: ProcessStats::read(),
     };

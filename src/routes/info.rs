@@ -31,6 +31,8 @@ pub struct ServiceInfoBody {
     pub started_at: String,
     /// Seconds since start.
     pub uptime_seconds: f64,
+    /// The runtime settings in force.
+    pub runtime: crate::settings::RuntimeSettings,
 }
 
 /// Version and revision of the running binary.
@@ -59,6 +61,7 @@ pub async fn root(State(state): State<AppState>) -> Json<ServiceInfoBody> {
         node: info.node.clone(),
         started_at: humantime::format_rfc3339_seconds(info.started_at).to_string(),
         uptime_seconds: info.started.elapsed().as_secs_f64(),
+        runtime: (*state.settings.current()).clone(),
     })
 }
 

@@ -4,6 +4,7 @@
 //! at `/openapi.json` is built from the same list the router is: a route cannot
 //! exist without being documented.
 
+pub mod admin;
 pub mod data;
 pub mod demo;
 pub mod health;
@@ -26,7 +27,7 @@ use utoipa_axum::routes;
 
 use crate::config::DEFAULT_MAX_BODY_BYTES;
 use crate::error::{ApiError, ErrorBody};
-use crate::middleware::fault::{self, FaultConfig};
+use crate::middleware::fault;
 use crate::middleware::telemetry::{self, HttpTelemetry};
 use crate::middleware::timeout;
 use crate::state::AppState;
@@ -38,8 +39,6 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Longest a request may take; longer gets 503.
     pub request_timeout: Duration,
-    /// Faults injected into API routes.
-    pub faults: FaultConfig,
     /// Record probes and `/metrics` in the `http_*` series too.
     pub instrument_probes: bool,
 }
@@ -49,7 +48,6 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(30),
-            faults: FaultConfig::default(),
             instrument_probes: false,
         }
     }
@@ -71,6 +69,7 @@ impl Default for HttpConfig {
         (name = "data", description = "Key-value store (seed 002)"),
         (name = "demo", description = "Slow, failing, delayed and arbitrary-status endpoints"),
         (name = "legacy", description = "Seed 000 gauges"),
+        (name = "admin", description = "Runtime settings of this process"),
     )
 )]
 struct ApiDoc;
@@ -105,19 +104,20 @@ fn ops_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::disable))
         .routes(routes!(health::health))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(admin::get, admin::put))
         .routes(routes!(openapi_json))
 }
 
-fn routes(faults: FaultConfig) -> (Router<AppState>, OpenApi) {
+/// Every route, with `api` (the workload, possibly layered) and the ops routes.
+fn assemble(api: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(api_routes().layer(middleware::from_fn_with_state(faults, fault::inject)))
+        .merge(api)
         .merge(ops_routes())
-        .split_for_parts()
 }
 
 /// The OpenAPI 3.1 document of every route.
 pub fn openapi() -> OpenApi {
-    routes(FaultConfig::default()).1
+    assemble(api_routes()).into_openapi()
 }
 
 /// The serialised document, shared by `/openapi.json` responses.
@@ -141,7 +141,8 @@ async fn method_not_allowed() -> ApiError {
 
 /// The complete application: routes, error fallbacks and layers.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
-    let (router, doc) = routes(config.faults);
+    let faults = middleware::from_fn_with_state(state.settings.clone(), fault::inject);
+    let (router, doc) = assemble(api_routes().layer(faults)).split_for_parts();
     // The document is fixed for the life of the process: serialise it once.
     let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
     let telemetry = HttpTelemetry {

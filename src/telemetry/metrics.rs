@@ -66,6 +66,12 @@ pub struct Metrics {
     pub users: Gauge<u64>,
     /// `pulse_data_items`: key-value items currently stored.
     pub data_items: Gauge<u64>,
+    /// `pulse_config_reloads_total{result}`: runtime-settings changes applied or rejected.
+    pub config_reloads: Counter<u64>,
+    /// `pulse_kube_errors_total{operation}`: failed Kubernetes API calls.
+    pub kube_errors: Counter<u64>,
+    /// `pulse_runtime_settings{setting}`: the numeric runtime settings in force.
+    pub runtime_settings: Gauge<f64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -166,6 +172,18 @@ impl Metrics {
             data_items: meter
                 .u64_gauge("pulse_data_items")
                 .with_description("Key-value items currently stored")
+                .build(),
+            config_reloads: meter
+                .u64_counter("pulse_config_reloads")
+                .with_description("Runtime settings changes, by result (applied or rejected)")
+                .build(),
+            kube_errors: meter
+                .u64_counter("pulse_kube_errors")
+                .with_description("Failed Kubernetes API operations, by operation")
+                .build(),
+            runtime_settings: meter
+                .f64_gauge("pulse_runtime_settings")
+                .with_description("Numeric runtime settings in force, by setting")
                 .build(),
         }
     }

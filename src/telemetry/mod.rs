@@ -77,6 +77,20 @@ pub fn service_name(resource: &Resource) -> String {
         .map_or_else(|| "pulse".to_owned(), |v| v.as_str().into_owned())
 }
 
+/// The log filter for a `--log-level` directive.
+///
+/// Pulse reports Kubernetes API failures itself, once per failure streak; kube's
+/// client would add an ERROR line per failed request, so that target is off unless
+/// the directive names `kube_client` itself.
+pub fn log_filter(directive: &str) -> Result<EnvFilter, String> {
+    let full = if directive.contains("kube_client") {
+        directive.to_owned()
+    } else {
+        format!("{directive},kube_client::client::builder=off")
+    };
+    EnvFilter::try_new(full).map_err(|e| e.to_string())
+}
+
 /// What [`init_tracing`] needs to know.
 #[derive(Debug, Clone)]
 pub struct TracingConfig {
@@ -87,12 +101,23 @@ pub struct TracingConfig {
 }
 
 /// Keeps the tracer provider alive; [`TracingGuard::shutdown`] flushes it.
-#[derive(Debug)]
 pub struct TracingGuard {
     provider: SdkTracerProvider,
+    log_reloader: Option<crate::settings::live::LogReloader>,
+}
+
+impl std::fmt::Debug for TracingGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingGuard").finish_non_exhaustive()
+    }
 }
 
 impl TracingGuard {
+    /// The function that swaps the log filter at run time (taken once).
+    pub fn take_log_reloader(&mut self) -> Option<crate::settings::live::LogReloader> {
+        self.log_reloader.take()
+    }
+
     /// Flushes pending spans and stops the exporter.
     pub fn shutdown(&self, timeout: Duration) {
         if let Err(err) = self.provider.shutdown_with_timeout(timeout) {
@@ -110,8 +135,13 @@ pub fn init_tracing(
     config: &TracingConfig,
     resource: Resource,
 ) -> Result<TracingGuard, TelemetryError> {
-    let filter = EnvFilter::try_new(&config.log_level)
-        .map_err(|e| TelemetryError::LogFilter(e.to_string()))?;
+    let filter = log_filter(&config.log_level).map_err(TelemetryError::LogFilter)?;
+    // Reloadable, so the runtime settings can change the filter without a restart.
+    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(filter);
+    let log_reloader: crate::settings::live::LogReloader = Box::new(move |directive: &str| {
+        let filter = log_filter(directive)?;
+        filter_handle.reload(filter).map_err(|e| e.to_string())
+    });
 
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -157,5 +187,8 @@ pub fn init_tracing(
     if let Some(endpoint) = otlp {
         tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
     }
-    Ok(TracingGuard { provider })
+    Ok(TracingGuard {
+        provider,
+        log_reloader: Some(log_reloader),
+    })
 }

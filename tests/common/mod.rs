@@ -17,6 +17,7 @@ use http_body_util::BodyExt as _;
 use pulse::BuildInfo;
 use pulse::readiness::Readiness;
 use pulse::routes::{self, HttpConfig};
+use pulse::settings::{LiveSettings, RuntimeSettings};
 use pulse::state::{AppState, ServiceInfo};
 use pulse::store::MemoryStore;
 use pulse::telemetry::Metrics;
@@ -34,6 +35,15 @@ impl TestApp {
     }
 
     pub fn with_config(config: &HttpConfig) -> Self {
+        Self::with(config, default_settings())
+    }
+
+    /// Starts with `settings` as the command-line runtime settings.
+    pub fn with_settings(settings: RuntimeSettings) -> Self {
+        Self::with(&HttpConfig::default(), settings)
+    }
+
+    fn with(config: &HttpConfig, settings: RuntimeSettings) -> Self {
         let started = Instant::now();
         let build = BuildInfo::current();
         let resource = pulse::telemetry::resource(&build);
@@ -43,9 +53,10 @@ impl TestApp {
         readiness.set_ready();
         let state = AppState {
             store: Arc::new(MemoryStore::new()),
-            metrics,
+            metrics: metrics.clone(),
             readiness,
             info: Arc::new(ServiceInfo::from_env(name, build, started)),
+            settings: Arc::new(LiveSettings::new(settings, metrics.clone(), None)),
         };
         Self {
             router: routes::router(state.clone(), config),
@@ -114,6 +125,16 @@ impl TestApp {
         let reply = self.get("/metrics").await;
         assert_eq!(reply.status, StatusCode::OK);
         Exposition::parse(&reply.body)
+    }
+}
+
+/// The command-line defaults: info logs, no faults.
+pub fn default_settings() -> RuntimeSettings {
+    RuntimeSettings {
+        log_level: "info".into(),
+        fault_error_rate: 0.0,
+        fault_delay_max: Duration::ZERO,
+        force_unready: false,
     }
 }
 

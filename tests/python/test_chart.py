@@ -68,7 +68,7 @@ def test_optional_features_follow_their_switches():
     on = pc.render_objects(pc.load_values("all-on"))
     off = pc.render_objects(pc.load_values("all-off"))
     for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor",
-                 "PrometheusRule", "ServiceAccount", "ConfigMap", "Secret", "Pod"]:
+                 "PrometheusRule", "ServiceAccount", "ConfigMap", "Secret", "Pod", "Role", "RoleBinding"]:
         assert kinds(on, kind), f"{kind} missing with every feature on"
         assert not kinds(off, kind), f"{kind} rendered with every feature off"
     assert "replicas" not in one(on, "Deployment")["spec"], "the HPA owns the replica count"
@@ -176,7 +176,7 @@ def test_monitoring_objects_carry_the_release_label():
 def test_one_dashboard_configmap_per_file_with_the_sidecar_label(rendered):
     name, values, objects = rendered
     files = sorted(p.name for p in (pc.CHART / "dashboards").glob("*.json"))
-    maps = kinds(objects, "ConfigMap")
+    maps = [cm for cm in kinds(objects, "ConfigMap") if "grafana_dashboard" in cm["metadata"]["labels"]]
     if not values.get("dashboards", {}).get("enabled", True):
         assert maps == []
         return
@@ -260,6 +260,49 @@ def test_every_pod_meets_the_restricted_pod_security_standard(rendered):
             assert sc.get("readOnlyRootFilesystem") is True, where
             for port in c.get("ports", []):
                 assert "hostPort" not in port, where
+
+
+def test_rbac_grants_exactly_the_runtime_configmap_and_events():
+    objects = pc.render_objects({}, name="lab")
+    deployment = one(objects, "Deployment")
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+    configmap = env["PULSE_RUNTIME_CONFIGMAP"]
+    assert env["PULSE_KUBE"] == "on"
+    assert [cm["metadata"]["name"] for cm in kinds(objects, "ConfigMap")
+            if "grafana_dashboard" not in cm["metadata"]["labels"]] == [configmap]
+    role = one(objects, "Role")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [configmap],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    assert not kinds(objects, "ClusterRole") and not kinds(objects, "ClusterRoleBinding")
+    binding = one(objects, "RoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    account = one(objects, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "monitoring"}]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    uid = [e for e in container(deployment)["env"] if e["name"] == "POD_UID"]
+    assert uid[0]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+
+
+def test_without_the_kube_feature_there_is_no_token_and_no_rbac():
+    objects = pc.render_objects({"kube": {"enabled": False}})
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert not kinds(objects, "Role") and not kinds(objects, "RoleBinding")
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+    assert env["PULSE_KUBE"] == "off"
+
+
+def test_runtime_configmap_documents_every_key_and_takes_overrides():
+    objects = pc.render_objects({"config": {"faultErrorRate": 0.1},
+                                 "runtimeConfig": {"settings": {"force_unready": True}}})
+    (runtime,) = [cm for cm in kinds(objects, "ConfigMap") if cm["metadata"]["name"] == "pulse-runtime"]
+    assert runtime["data"] == {"log_level": "info", "fault_error_rate": "0.1", "fault_delay_max": "0ms",
+                               "force_unready": "true"}
 
 
 def test_requests_and_limits_are_set_by_default():

@@ -64,6 +64,11 @@ which may override it to match another Prometheus.
 {{- end }}
 {{- end }}
 
+{{/* The runtime settings ConfigMap Pulse watches. */}}
+{{- define "pulse.runtimeConfigMap" -}}
+{{- printf "%s-runtime" (include "pulse.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "pulse.imageTag" -}}
 {{- .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}

@@ -1,0 +1,361 @@
+//! The settings in force, shared by the request path and the sources that change them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use opentelemetry::KeyValue;
+
+use super::{RuntimeSettings, SettingsError, SettingsPatch};
+use crate::middleware::fault::FaultConfig;
+use crate::telemetry::Metrics;
+
+/// Replaces the active log filter; the error is shown to whoever asked for the change.
+pub type LogReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// A change that was applied or rejected, for whoever publishes such things (Kubernetes Events).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SettingsChange {
+    /// New settings are in force.
+    Applied {
+        /// `configmap` or `admin`.
+        source: &'static str,
+        /// The settings now in force, as JSON.
+        settings: String,
+    },
+    /// A change was refused; the previous settings stay.
+    Rejected {
+        /// `configmap` or `admin`.
+        source: &'static str,
+        /// Every problem found.
+        reason: String,
+    },
+}
+
+/// Receives applied and rejected changes.
+pub trait Notifier: Send + Sync + 'static {
+    /// Called after each applied or rejected change.
+    fn notify(&self, change: &SettingsChange);
+}
+
+/// The runtime settings: read on every request (lock-free), changed as a whole.
+pub struct LiveSettings {
+    /// From the command line; what a declarative source starts from.
+    base: RuntimeSettings,
+    current: ArcSwap<RuntimeSettings>,
+    log_reloader: Option<LogReloader>,
+    metrics: Arc<Metrics>,
+    notifier: OnceLock<Arc<dyn Notifier>>,
+    /// Serialises writers, so check-then-swap is atomic across sources.
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for LiveSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSettings")
+            .field("current", &self.current.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveSettings {
+    /// Starts with `base` in force.
+    pub fn new(
+        base: RuntimeSettings,
+        metrics: Arc<Metrics>,
+        log_reloader: Option<LogReloader>,
+    ) -> Self {
+        for result in ["applied", "rejected"] {
+            // Zero-valued series from the start, so `increase()` sees the first change.
+            metrics
+                .config_reloads
+                .add(0, &[KeyValue::new("result", result)]);
+        }
+        record_gauges(&metrics, &base);
+        Self {
+            current: ArcSwap::from_pointee(base.clone()),
+            base,
+            log_reloader,
+            metrics,
+            notifier: OnceLock::new(),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The settings in force.
+    pub fn current(&self) -> Arc<RuntimeSettings> {
+        self.current.load_full()
+    }
+
+    /// The settings from the command line.
+    pub fn base(&self) -> &RuntimeSettings {
+        &self.base
+    }
+
+    /// The faults to inject now (the hot path: one atomic load).
+    pub fn faults(&self) -> FaultConfig {
+        self.current.load().faults()
+    }
+
+    /// Whether the settings force `/readyz` to 503.
+    pub fn force_unready(&self) -> bool {
+        self.current.load().force_unready
+    }
+
+    /// Sends every later change to `notifier` (set once, when Kubernetes is reachable).
+    pub fn set_notifier(&self, notifier: Arc<dyn Notifier>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// `PUT /admin/runtime`: changes the named fields of the current settings.
+    pub fn update(&self, patch: &SettingsPatch) -> Result<Arc<RuntimeSettings>, SettingsError> {
+        self.apply("admin", patch, false)
+    }
+
+    /// `PUT /admin/runtime` with its raw JSON body: a body that does not parse is a
+    /// rejected change too (counted and published like an invalid value).
+    pub fn update_from_json(&self, body: &[u8]) -> Result<Arc<RuntimeSettings>, SettingsError> {
+        match SettingsPatch::from_json(body) {
+            Ok(patch) => self.update(&patch),
+            Err(err) => {
+                self.rejected("admin", &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// The runtime ConfigMap's `data`, or `None` when it does not exist: its keys over
+    /// the command-line settings.
+    pub fn replace_from_config_map(
+        &self,
+        data: Option<&BTreeMap<String, String>>,
+    ) -> Result<Arc<RuntimeSettings>, SettingsError> {
+        let patch = match data.map(SettingsPatch::from_config_map).transpose() {
+            Ok(patch) => patch.unwrap_or_default(),
+            Err(err) => {
+                self.rejected("configmap", &err);
+                return Err(err);
+            }
+        };
+        self.apply("configmap", &patch, true)
+    }
+
+    fn apply(
+        &self,
+        source: &'static str,
+        patch: &SettingsPatch,
+        declarative: bool,
+    ) -> Result<Arc<RuntimeSettings>, SettingsError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.load_full();
+        let from = if declarative { &self.base } else { &*current };
+        let next = match patch.apply_to(from) {
+            Ok(next) => next,
+            Err(err) => {
+                self.rejected(source, &err);
+                return Err(err);
+            }
+        };
+        if next == *current {
+            // A relist or an unrelated edit: nothing to announce.
+            return Ok(current);
+        }
+        if next.log_level != current.log_level
+            && let Some(reload) = &self.log_reloader
+            && let Err(e) = reload(&next.log_level)
+        {
+            let err = SettingsError {
+                problems: vec![format!("log_level: {e}")],
+            };
+            self.rejected(source, &err);
+            return Err(err);
+        }
+        let next = Arc::new(next);
+        self.current.store(next.clone());
+        record_gauges(&self.metrics, &next);
+        self.metrics
+            .config_reloads
+            .add(1, &[KeyValue::new("result", "applied")]);
+        let settings = serde_json::to_string(&*next).unwrap_or_default();
+        tracing::info!(source, %settings, "runtime settings applied");
+        self.notify(SettingsChange::Applied { source, settings });
+        Ok(next)
+    }
+
+    fn rejected(&self, source: &'static str, err: &SettingsError) {
+        self.metrics
+            .config_reloads
+            .add(1, &[KeyValue::new("result", "rejected")]);
+        tracing::warn!(source, reason = %err, "runtime settings rejected; previous settings kept");
+        self.notify(SettingsChange::Rejected {
+            source,
+            reason: err.to_string(),
+        });
+    }
+
+    fn notify(&self, change: SettingsChange) {
+        if let Some(notifier) = self.notifier.get() {
+            notifier.notify(&change);
+        }
+    }
+}
+
+/// `pulse_runtime_settings{setting}`: the numeric settings in force.
+fn record_gauges(metrics: &Metrics, s: &RuntimeSettings) {
+    let g = &metrics.runtime_settings;
+    g.record(
+        s.fault_error_rate,
+        &[KeyValue::new("setting", "fault_error_rate")],
+    );
+    g.record(
+        s.fault_delay_max.as_secs_f64(),
+        &[KeyValue::new("setting", "fault_delay_max_seconds")],
+    );
+    g.record(
+        f64::from(u8::from(s.force_unready)),
+        &[KeyValue::new("setting", "force_unready")],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn base() -> RuntimeSettings {
+        RuntimeSettings {
+            log_level: "info".into(),
+            fault_error_rate: 0.0,
+            fault_delay_max: Duration::ZERO,
+            force_unready: false,
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<SettingsChange>>);
+
+    impl Notifier for Recorded {
+        fn notify(&self, change: &SettingsChange) {
+            self.0.lock().unwrap().push(change.clone());
+        }
+    }
+
+    fn live(reloader: Option<LogReloader>) -> (LiveSettings, Arc<Recorded>) {
+        let metrics = Metrics::new(
+            opentelemetry_sdk::Resource::builder_empty().build(),
+            &crate::BuildInfo::current(),
+            Instant::now(),
+        )
+        .unwrap();
+        let settings = LiveSettings::new(base(), metrics, reloader);
+        let recorded = Arc::new(Recorded::default());
+        settings.set_notifier(recorded.clone());
+        (settings, recorded)
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn admin_updates_change_only_named_fields_of_the_current_settings() {
+        let (s, _) = live(None);
+        s.update(&SettingsPatch {
+            fault_error_rate: Some(0.5),
+            ..Default::default()
+        })
+        .unwrap();
+        s.update(&SettingsPatch {
+            force_unready: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        let now = s.current();
+        assert_eq!((now.fault_error_rate, now.force_unready), (0.5, true));
+        assert!(s.force_unready());
+    }
+
+    #[test]
+    fn the_config_map_is_declarative_over_the_flags() {
+        let (s, _) = live(None);
+        s.update(&SettingsPatch {
+            force_unready: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        // The ConfigMap starts from the flags, not from the admin change.
+        s.replace_from_config_map(Some(&data(&[("fault_error_rate", "0.2")])))
+            .unwrap();
+        assert_eq!(s.current().fault_error_rate, 0.2);
+        assert!(!s.current().force_unready);
+        // Deleting it restores the flags.
+        s.replace_from_config_map(None).unwrap();
+        assert_eq!(*s.current(), base());
+    }
+
+    #[test]
+    fn a_bad_change_is_rejected_whole_and_published() {
+        let (s, recorded) = live(None);
+        s.replace_from_config_map(Some(&data(&[("fault_error_rate", "0.3")])))
+            .unwrap();
+        let before = s.current();
+        let bad = data(&[("fault_error_rate", "0.9"), ("fault_delay_max", "forever")]);
+        assert!(s.replace_from_config_map(Some(&bad)).is_err());
+        assert_eq!(s.current(), before, "the valid half was not applied either");
+        let changes = recorded.0.lock().unwrap();
+        assert!(matches!(
+            changes[0],
+            SettingsChange::Applied {
+                source: "configmap",
+                ..
+            }
+        ));
+        assert!(
+            matches!(&changes[1], SettingsChange::Rejected { source: "configmap", reason } if reason.contains("forever"))
+        );
+    }
+
+    #[test]
+    fn an_unchanged_result_is_not_announced() {
+        let (s, recorded) = live(None);
+        s.replace_from_config_map(Some(&data(&[("log_level", "info")])))
+            .unwrap();
+        s.replace_from_config_map(None).unwrap();
+        assert!(recorded.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_log_filter_is_reloaded_and_its_failure_rejects_the_change() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let reloader: LogReloader = Box::new(move |directive| {
+            seen.lock().unwrap().push(directive.to_owned());
+            if directive == "pulse=trace" {
+                Err("subscriber gone".into())
+            } else {
+                Ok(())
+            }
+        });
+        let (s, _) = live(Some(reloader));
+        s.update(&SettingsPatch {
+            log_level: Some("debug".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let err = s
+            .update(&SettingsPatch {
+                log_level: Some("pulse=trace".into()),
+                fault_error_rate: Some(1.0),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("subscriber gone"));
+        assert_eq!(s.current().log_level, "debug");
+        assert_eq!(s.current().fault_error_rate, 0.0, "nothing else applied");
+        assert_eq!(*calls.lock().unwrap(), ["debug", "pulse=trace"]);
+    }
+}

@@ -1,0 +1,320 @@
+//! End-to-end checks on a real cluster, after `make kind-up` (or any install of the chart).
+//!
+//! Skipped unless `PULSE_E2E=1`; `make e2e` sets it. Uses the current kube context and only the
+//! Kubernetes API (port-forwards and the API server's service proxy): no kubectl needed.
+//! `PULSE_E2E_NAMESPACE` (default `monitoring`) and `PULSE_E2E_RELEASE` (default `pulse`) say where.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+struct Lab {
+    client: kube::Client,
+    namespace: String,
+    release: String,
+}
+
+/// `None` (and the test passes vacuously) unless PULSE_E2E=1.
+async fn lab() -> Option<Lab> {
+    if std::env::var("PULSE_E2E").as_deref() != Ok("1") {
+        eprintln!("skipped: set PULSE_E2E=1 (make e2e) to run against the current kube context");
+        return None;
+    }
+    let client = kube::Client::try_default()
+        .await
+        .expect("a kube context (make kind-up)");
+    Some(Lab {
+        client,
+        namespace: std::env::var("PULSE_E2E_NAMESPACE").unwrap_or_else(|_| "monitoring".into()),
+        release: std::env::var("PULSE_E2E_RELEASE").unwrap_or_else(|_| "pulse".into()),
+    })
+}
+
+impl Lab {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// A running, ready pod matching `selector`.
+    async fn pod(&self, selector: &str) -> String {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
+        pods.items
+            .into_iter()
+            .find(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .and_then(|p| p.metadata.name)
+            .unwrap_or_else(|| panic!("no ready pod for {selector}"))
+    }
+
+    /// GET through a port-forward to `pod:port`.
+    async fn forward_get(
+        &self,
+        pod: &str,
+        port: u16,
+        path: &str,
+        auth: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut forwarder = self.api::<Pod>().portforward(pod, &[port]).await.unwrap();
+        let stream = forwarder.take_stream(port).unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut request = Request::get(path).header("host", "localhost");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = sender
+            .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// GET through the API server's service proxy: routed like in-cluster traffic, to ready pods.
+    async fn service_get(&self, service: &str, path: &str) -> Result<StatusCode, kube::Error> {
+        let uri = format!(
+            "/api/v1/namespaces/{}/services/{service}:http/proxy{path}",
+            self.namespace
+        );
+        let request = Request::get(uri).body(Vec::new()).unwrap();
+        match self.client.request_text(request).await {
+            Ok(_) => Ok(StatusCode::OK),
+            Err(kube::Error::Api(status)) => {
+                Ok(StatusCode::from_u16(status.code).unwrap_or(StatusCode::BAD_GATEWAY))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pulse_selector(&self) -> String {
+        format!(
+            "app.kubernetes.io/name=pulse,app.kubernetes.io/instance={}",
+            self.release
+        )
+    }
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn deployment_is_available_and_pulse_answers_through_a_port_forward() {
+    let Some(lab) = lab().await else { return };
+    let deployment = lab.api::<Deployment>().get(&lab.release).await.unwrap();
+    let status = deployment.status.unwrap();
+    assert_eq!(
+        status.available_replicas,
+        deployment.spec.unwrap().replicas,
+        "all replicas available"
+    );
+    let pod = lab.pod(&lab.pulse_selector()).await;
+    let (code, ready) = lab.forward_get(&pod, 8080, "/readyz", None).await;
+    assert_eq!(
+        (code, ready["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+    let (_, root) = lab.forward_get(&pod, 8080, "/", None).await;
+    assert_eq!(
+        root["pod"],
+        pod.as_str(),
+        "the downward API reached the process"
+    );
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_pulse_and_loaded_its_rules() {
+    let Some(lab) = lab().await else { return };
+    let prometheus = lab.pod("app.kubernetes.io/name=prometheus").await;
+    let query = format!(
+        "/api/v1/query?query=min(up%7Bjob%3D%22{}%22%7D)",
+        lab.release
+    );
+    let up = eventually(Duration::from_secs(120), || async {
+        let (_, answer) = lab.forward_get(&prometheus, 9090, &query, None).await;
+        answer["data"]["result"][0]["value"][1] == "1"
+    })
+    .await;
+    assert!(up, "up{{job=\"{}\"}} is not 1", lab.release);
+    let (_, rules) = lab
+        .forward_get(&prometheus, 9090, "/api/v1/rules", None)
+        .await;
+    let groups = rules["data"]["groups"].as_array().unwrap();
+    for name in ["pulse.alerts", "pulse.slo.recording"] {
+        let group = groups
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not loaded"));
+        for rule in group["rules"].as_array().unwrap() {
+            assert_eq!(
+                rule["health"], "ok",
+                "{}: {}",
+                rule["name"], rule["lastError"]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn grafana_lists_the_three_pulse_dashboards() {
+    let Some(lab) = lab().await else { return };
+    let secret = lab
+        .api::<Secret>()
+        .get("pulse-grafana-admin")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    let user = String::from_utf8(data["admin-user"].0.clone()).unwrap();
+    let password = String::from_utf8(data["admin-password"].0.clone()).unwrap();
+    use base64::Engine as _;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let grafana = lab.pod("app.kubernetes.io/name=grafana").await;
+    let listed = eventually(Duration::from_secs(120), || async {
+        let (_, found) = lab
+            .forward_get(
+                &grafana,
+                3000,
+                "/api/search?tag=pulse&type=dash-db",
+                Some(&auth),
+            )
+            .await;
+        let uids: Vec<&str> = found
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d["uid"].as_str()).collect())
+            .unwrap_or_default();
+        ["pulse-overview", "pulse-runtime", "pulse-slo"]
+            .iter()
+            .all(|u| uids.contains(u))
+    })
+    .await;
+    assert!(listed, "Grafana does not list the Pulse dashboards");
+}
+
+#[tokio::test]
+async fn editing_the_runtime_configmap_changes_behaviour_and_publishes_an_event() {
+    let Some(lab) = lab().await else { return };
+    let configmaps = lab.api::<ConfigMap>();
+    let name = format!("{}-runtime", lab.release);
+    let patch = |rate: &str| Patch::Merge(json!({"data": {"fault_error_rate": rate}}));
+    let since = k8s_openapi::jiff::Timestamp::now();
+    configmaps
+        .patch(&name, &PatchParams::default(), &patch("1"))
+        .await
+        .unwrap();
+    let failing = eventually(Duration::from_secs(10), || async {
+        lab.service_get(&lab.release, "/api/users").await.ok()
+            == Some(StatusCode::INTERNAL_SERVER_ERROR)
+    })
+    .await;
+    configmaps
+        .patch(&name, &PatchParams::default(), &patch("0"))
+        .await
+        .unwrap();
+    assert!(failing, "fault_error_rate=1 did not apply within 10 s");
+    let announced = eventually(Duration::from_secs(10), || async {
+        let events = lab
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        events.items.iter().any(|e| {
+            e.reason.as_deref() == Some("ConfigApplied")
+                && e.event_time.as_ref().is_some_and(|t| t.0 >= since)
+        })
+    })
+    .await;
+    assert!(announced, "no ConfigApplied Event");
+}
+
+#[tokio::test]
+async fn a_rolling_restart_under_steady_load_fails_no_request() {
+    let Some(lab) = lab().await else { return };
+    let lab = Arc::new(lab);
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let load = {
+        let (lab, sent, failed, stop) = (lab.clone(), sent.clone(), failed.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.notified() => return,
+                    result = lab.service_get(&lab.release, "/api/users") => {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if result.ok() != Some(StatusCode::OK) {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let deployments = lab.api::<Deployment>();
+    let restarted_at = k8s_openapi::jiff::Timestamp::now().to_string();
+    let restart = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": restarted_at}}}}});
+    deployments
+        .patch(
+            &lab.release,
+            &PatchParams::default(),
+            &Patch::Merge(restart),
+        )
+        .await
+        .unwrap();
+    let done = eventually(Duration::from_secs(300), || async {
+        let d = deployments.get(&lab.release).await.unwrap();
+        let (spec, status) = (d.spec.unwrap(), d.status.unwrap_or_default());
+        let want = spec.replicas.unwrap_or(1);
+        status.observed_generation >= d.metadata.generation
+            && status.updated_replicas == Some(want)
+            && status.available_replicas == Some(want)
+            && status.replicas == Some(want)
+    })
+    .await;
+    stop.notify_one();
+    load.await.unwrap();
+    assert!(done, "the rollout did not complete");
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent > 50, "only {sent} requests sent");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during the rollout"
+    );
+}
