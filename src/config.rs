@@ -48,6 +48,9 @@ pub enum Command {
     /// GET a URL; exit 0 on a 2xx answer, 1 otherwise. For exec probes,
     /// `helm test` and HEALTHCHECK in an image without a shell.
     Probe(ProbeArgs),
+    /// Send traffic to a Pulse: a request mix at a fixed rate, then a summary.
+    #[command(allow_negative_numbers = true)]
+    Load(crate::load::LoadArgs),
 }
 
 /// Log line format.

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod load;
 pub mod middleware;
 pub mod probe;
 pub mod process;

@@ -18,6 +18,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Load(args) => match load(&args) {
+            Ok(summary) if summary.passed => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(err) => {
+                eprintln!("pulse load: {err:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Probe(args) => match pulse::probe::probe(&args.url, args.timeout) {
             Ok(status) => {
                 println!("GET {} -> {status}", args.url);
@@ -29,6 +37,19 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn load(args: &pulse::load::LoadArgs) -> anyhow::Result<pulse::load::Summary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = runtime.block_on(pulse::load::run(args))?;
+    match args.output {
+        pulse::load::Output::Json => println!("{}", serde_json::to_string(&summary)?),
+        pulse::load::Output::Text => println!("{summary}"),
+    }
+    Ok(summary)
 }
 
 fn serve(args: pulse::config::ServeArgs, started: Instant) -> anyhow::Result<()> {
