@@ -169,7 +169,7 @@ mod tests {
         let argv = std::iter::once("pulse").chain(args.iter().copied());
         Cli::try_parse_from(argv).map(|cli| match cli.into_command() {
             Command::Serve(args) => args,
-            Command::Probe(_) => panic!("expected serve"),
+            other => panic!("expected serve, got {other:?}"),
         })
     }
 
@@ -234,7 +234,7 @@ mod tests {
         let cli = Cli::try_parse_from(["pulse", "probe", "http://127.0.0.1:8080/healthz"]).unwrap();
         match cli.into_command() {
             Command::Probe(p) => assert_eq!(p.timeout, Duration::from_secs(2)),
-            Command::Serve(_) => panic!("expected probe"),
+            other => panic!("expected probe, got {other:?}"),
         }
     }
 }
