@@ -12,7 +12,7 @@ IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
 .PHONY: help run test lint fmt-check clippy test-rust test-python deps build \
-        dashboards manifests image kind-up kind-down grafana prometheus e2e
+        dashboards manifests image kind-up kind-down grafana prometheus e2e load bench
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,13 @@ grafana: ## Port-forward Grafana to http://127.0.0.1:3000 (prints the admin pass
 prometheus: ## Port-forward Prometheus to http://127.0.0.1:9090
 	@command -v kubectl >/dev/null || { echo "error: kubectl is not installed: https://kubernetes.io/docs/tasks/tools/"; exit 1; }
 	kubectl -n $(NAMESPACE) port-forward svc/pulse-kps-prometheus 9090:9090
+
+bench: ## Benchmarks: criterion micro-benchmarks, then the macro benchmark table (about 5 minutes)
+	$(CARGO) bench --bench telemetry
+	$(CARGO) bench --bench macro
+
+load: ## Traffic from the laptop to the lab's Pulse via a port-forward (RATE=20 DURATION=60s MIX=default)
+	scripts/load.sh
 
 e2e: ## After kind-up: helm test + the Rust e2e suite (tests/e2e.rs) against the current kube context
 	scripts/e2e.sh

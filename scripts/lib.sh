@@ -19,6 +19,7 @@ require() {
     helm)    hint="Helm 3.14+ or 4: https://helm.sh/docs/intro/install/" ;;
     kubectl) hint="https://kubernetes.io/docs/tasks/tools/#kubectl" ;;
     curl)    hint="your package manager (apt-get install curl)" ;;
+    cargo)   hint="a Rust toolchain: https://rustup.rs" ;;
     *)       hint="install it and retry" ;;
   esac
   echo "error: '$tool' is not installed. Get it: $hint" >&2

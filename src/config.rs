@@ -111,6 +111,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_KUBE", value_enum, default_value_t = KubeMode::Auto)]
     pub kube: KubeMode,
 
+    /// Benchmarks only: serve without the per-request telemetry layer, to measure its cost.
+    #[arg(long, hide = true, default_value_t = false)]
+    pub disable_http_telemetry: bool,
+
     /// Name of the ConfigMap holding runtime settings (in the pod's namespace).
     #[arg(long, env = "PULSE_RUNTIME_CONFIGMAP", default_value = "pulse-runtime")]
     pub runtime_configmap: String,

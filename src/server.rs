@@ -54,6 +54,7 @@ impl From<&ServeArgs> for HttpConfig {
             max_body_bytes: args.max_body_bytes,
             request_timeout: args.request_timeout,
             instrument_probes: args.instrument_probes,
+            telemetry: !args.disable_http_telemetry,
         }
     }
 }

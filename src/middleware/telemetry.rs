@@ -13,9 +13,10 @@ use axum::http::{HeaderValue, Method, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
+use opentelemetry::trace::SpanContext;
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{KeyValue, global};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderExtractor;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -23,6 +24,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::error::ErrorType;
 use crate::readiness::Readiness;
 use crate::telemetry::Metrics;
+use crate::telemetry::routes::{METHODS, RouteTable, RouteTelemetry};
 
 /// Route label of requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -30,28 +32,42 @@ pub const UNMATCHED: &str = "unmatched";
 /// What the telemetry middleware needs.
 #[derive(Debug, Clone)]
 pub struct HttpTelemetry {
-    /// Where to record.
+    /// Where to record errors.
     pub metrics: Arc<Metrics>,
+    /// Per-route handles (bound instruments, span names).
+    pub routes: Arc<RouteTable>,
     /// Read to close keep-alive connections while shutting down.
     pub readiness: Arc<Readiness>,
     /// Record probes and `/metrics` like any other route.
     pub instrument_probes: bool,
 }
 
-/// The `method` label: the standard name, or `_OTHER` for anything else, so a
-/// client inventing methods cannot create series.
-pub fn method_label(method: &Method) -> &'static str {
+impl HttpTelemetry {
+    /// Telemetry recording into `metrics`.
+    pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>, instrument_probes: bool) -> Self {
+        Self {
+            routes: Arc::new(RouteTable::new(metrics.clone())),
+            metrics,
+            readiness,
+            instrument_probes,
+        }
+    }
+}
+
+/// The index in [`METHODS`] of the `method` label: the standard name, or `_OTHER`
+/// for anything else, so a client inventing methods cannot create series.
+pub fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => "_OTHER",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
     }
 }
 
@@ -79,77 +95,57 @@ macro_rules! request_span {
 /// Middleware: records one request.
 pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = method_label(request.method());
-    let route: Arc<str> = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| Arc::from(UNMATCHED), |p| Arc::from(p.as_str()));
-    let instrumented = t.instrument_probes || !is_probe_route(&route);
+    let method_index = method_index(request.method());
+    let method = METHODS[method_index];
+    let matched = request.extensions().get::<MatchedPath>();
+    let route = t
+        .routes
+        .get(method_index, matched.map_or(UNMATCHED, |p| p.as_str()));
+    let instrumented = t.instrument_probes || !is_probe_route(&route.route);
     let http1 = request.version() <= Version::HTTP_11;
 
     let span = request_span!(
         instrumented,
-        otel.name = %format_args!("{method} {route}"),
+        otel.name = &*route.span_name,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        http.route = %route,
+        http.route = &*route.route,
         http.response.status_code = Empty,
-        url.path = %request.uri().path(),
+        url.path = request.uri().path(),
         url.scheme = "http",
         user_agent.original = request
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
-        trace_id = Empty,
-        span_id = Empty,
     );
     let parent =
         global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
     // Fails only when no OpenTelemetry layer is installed (library use, tests).
     let _ = span.set_parent(parent);
     let cx = span.context();
+    // The ids stay binary until a log line that is actually written formats them.
     let span_context = cx.span().span_context().clone();
-    let (trace_id, span_id) = if span_context.is_valid() {
-        let ids = (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        );
-        span.record("trace_id", ids.0.as_str());
-        span.record("span_id", ids.1.as_str());
-        ids
-    } else {
-        Default::default()
-    };
 
-    let labels = [
-        KeyValue::new("method", method),
-        KeyValue::new("route", route.clone()),
-    ];
     let request_size = body_size(request.body());
-    let _in_progress = instrumented.then(|| InProgress::start(&t.metrics, &labels));
+    let _in_progress = instrumented.then(|| InProgress::start(route.clone()));
 
     let mut response = next.run(request).instrument(span.clone()).await;
 
     let status = response.status();
     let elapsed = start.elapsed();
-    let m = &t.metrics;
     if instrumented {
-        let with_status = [
-            labels[0].clone(),
-            labels[1].clone(),
-            KeyValue::new("status", i64::from(status.as_u16())),
-        ];
-        m.http_requests.add(1, &with_status);
-        m.http_duration.record(elapsed.as_secs_f64(), &labels);
-        m.http_request_size.record(request_size, &labels);
-        m.http_response_size
-            .record(body_size(response.body()), &with_status);
-        m.app_requests.add(1, &[]);
+        route.finished(
+            status.as_u16(),
+            elapsed.as_secs_f64(),
+            request_size,
+            body_size(response.body()),
+        );
     }
     if let Some(ErrorType(error_type)) = response.extensions().get::<ErrorType>() {
-        m.api_errors
+        t.metrics
+            .api_errors
             .add(1, &[KeyValue::new("error_type", *error_type)]);
     }
 
@@ -158,14 +154,9 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
         span.record("otel.status_code", "ERROR");
     }
     if span_context.is_valid() {
-        global::get_text_map_propagator(|p| {
-            p.inject_context(&cx, &mut HeaderInjector(response.headers_mut()));
-        });
-        // The propagator writes `tracestate` even when there is none to pass on.
-        let headers = response.headers_mut();
-        if headers.get("tracestate").is_some_and(|v| v.is_empty()) {
-            headers.remove("tracestate");
-        }
+        response
+            .headers_mut()
+            .insert(TRACEPARENT, traceparent(&span_context));
     }
     if http1 && t.readiness.is_shutting_down() {
         // Tell keep-alive clients to reconnect, which lands them on another pod.
@@ -176,12 +167,34 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
 
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let status = status.as_u16();
+    let (trace_id, span_id) = (span_context.trace_id(), span_context.span_id());
+    let route = &*route.route;
     if instrumented {
-        tracing::info!(parent: &span, method, route = %route, status, duration_ms, trace_id, span_id, "request");
+        tracing::info!(parent: &span, method, route, status, duration_ms, %trace_id, %span_id, "request");
     } else {
-        tracing::debug!(parent: &span, method, route = %route, status, duration_ms, trace_id, span_id, "request");
+        tracing::debug!(parent: &span, method, route, status, duration_ms, %trace_id, %span_id, "request");
     }
     response
+}
+
+const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+
+/// The W3C `traceparent` of `span`: `00-<trace id>-<span id>-<flags>`, written
+/// without `format!` (this runs on every response; the propagator's version
+/// allocates twice and was visible in the benchmark profile).
+fn traceparent(span: &SpanContext) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let mut hex = |at: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            text[at + 2 * i] = HEX[usize::from(b >> 4)];
+            text[at + 2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+    };
+    hex(3, &span.trace_id().to_bytes());
+    hex(36, &span.span_id().to_bytes());
+    hex(53, &[span.trace_flags().to_u8()]);
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Body size as announced by the body itself (its exact length for the
@@ -193,24 +206,18 @@ fn body_size(body: &axum::body::Body) -> u64 {
 
 /// Decrements `http_requests_in_progress` when dropped, so a request whose
 /// client went away (and whose future was dropped) is not counted forever.
-struct InProgress {
-    metrics: Arc<Metrics>,
-    labels: [KeyValue; 2],
-}
+struct InProgress(Arc<RouteTelemetry>);
 
 impl InProgress {
-    fn start(metrics: &Arc<Metrics>, labels: &[KeyValue; 2]) -> Self {
-        metrics.http_in_progress.add(1, labels);
-        Self {
-            metrics: Arc::clone(metrics),
-            labels: labels.clone(),
-        }
+    fn start(route: Arc<RouteTelemetry>) -> Self {
+        route.started();
+        Self(route)
     }
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.metrics.http_in_progress.add(-1, &self.labels);
+        self.0.ended();
     }
 }
 
@@ -219,10 +226,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn traceparent_is_the_w3c_format() {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+        let span = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        assert_eq!(
+            traceparent(&span),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+    }
+
+    #[test]
     fn unknown_methods_collapse() {
-        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(METHODS[method_index(&Method::GET)], "GET");
+        assert_eq!(METHODS[method_index(&Method::PATCH)], "PATCH");
         let custom = Method::from_bytes(b"BREW").unwrap();
-        assert_eq!(method_label(&custom), "_OTHER");
+        assert_eq!(METHODS[method_index(&custom)], "_OTHER");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Record probes and `/metrics` in the `http_*` series too.
     pub instrument_probes: bool,
+    /// The per-request telemetry layer (span, metrics, access log). Off only for
+    /// benchmarks that measure what it costs.
+    pub telemetry: bool,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +52,7 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(30),
             instrument_probes: false,
+            telemetry: true,
         }
     }
 }
@@ -145,12 +149,12 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
     let (router, doc) = assemble(api_routes().layer(faults)).split_for_parts();
     // The document is fixed for the life of the process: serialise it once.
     let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
-    let telemetry = HttpTelemetry {
-        metrics: state.metrics.clone(),
-        readiness: state.readiness.clone(),
-        instrument_probes: config.instrument_probes,
-    };
-    router
+    let telemetry = HttpTelemetry::new(
+        state.metrics.clone(),
+        state.readiness.clone(),
+        config.instrument_probes,
+    );
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(doc))
@@ -158,7 +162,11 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .layer(middleware::from_fn_with_state(
             config.request_timeout,
             timeout::enforce,
-        ))
-        .layer(middleware::from_fn_with_state(telemetry, telemetry::track))
-        .with_state(state)
+        ));
+    let router = if config.telemetry {
+        router.layer(middleware::from_fn_with_state(telemetry, telemetry::track))
+    } else {
+        router
+    };
+    router.with_state(state)
 }

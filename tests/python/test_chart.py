@@ -50,7 +50,7 @@ def rendered(request):
 
 def test_every_value_set_renders_pulse(rendered):
     name, _, objects = rendered
-    one(objects, "Deployment")
+    pulse_deployment(objects)
     one(objects, "Service")
 
 
@@ -71,7 +71,7 @@ def test_optional_features_follow_their_switches():
                  "PrometheusRule", "ServiceAccount", "ConfigMap", "Secret", "Pod", "Role", "RoleBinding"]:
         assert kinds(on, kind), f"{kind} missing with every feature on"
         assert not kinds(off, kind), f"{kind} rendered with every feature off"
-    assert "replicas" not in one(on, "Deployment")["spec"], "the HPA owns the replica count"
+    assert "replicas" not in pulse_deployment(on)["spec"], "the HPA owns the replica count"
 
 
 # --- 2. schemas ---------------------------------------------------------------------------------
@@ -132,6 +132,12 @@ def test_the_crd_check_rejects_unknown_fields():
 
 # --- 3. wiring ----------------------------------------------------------------------------------
 
+def pulse_deployment(objects):
+    """The Pulse Deployment (the load generator, when enabled, is a second one)."""
+    (deployment,) = [d for d in kinds(objects, "Deployment") if not d["metadata"]["name"].endswith("-loadgen")]
+    return deployment
+
+
 def container(deployment):
     return deployment["spec"]["template"]["spec"]["containers"][0]
 
@@ -155,11 +161,11 @@ def test_service_selects_pulse_pods_and_only_them(rendered):
     _, _, objects = rendered
     service = one(objects, "Service")
     selector = service["spec"]["selector"].items()
-    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = pulse_deployment(objects)["spec"]["template"]["metadata"]["labels"]
     assert selector <= pod_labels.items()
     for test_pod in kinds(objects, "Pod"):
         assert not selector <= test_pod["metadata"]["labels"].items(), "helm test pods must not receive traffic"
-    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container(one(objects, "Deployment"))["ports"]}
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container(pulse_deployment(objects))["ports"]}
 
 
 def test_monitoring_objects_carry_the_release_label():
@@ -194,7 +200,7 @@ def test_one_dashboard_configmap_per_file_with_the_sidecar_label(rendered):
 
 def test_probes_use_paths_and_ports_the_container_has(rendered):
     _, _, objects = rendered
-    c = container(one(objects, "Deployment"))
+    c = container(pulse_deployment(objects))
     ports = {p["name"] for p in c["ports"]}
     expected = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
     for probe, path in expected.items():
@@ -210,7 +216,7 @@ def seconds(duration: str) -> float:
 
 def test_grace_period_exceeds_shutdown_delay_plus_timeout(rendered):
     _, _, objects = rendered
-    deployment = one(objects, "Deployment")
+    deployment = pulse_deployment(objects)
     env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
     needed = seconds(env["PULSE_SHUTDOWN_DELAY"]) + seconds(env["PULSE_SHUTDOWN_TIMEOUT"])
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > needed
@@ -223,7 +229,7 @@ def test_a_too_short_grace_period_is_refused():
 
 def test_downward_api_identity_is_passed(rendered):
     _, _, objects = rendered
-    env = {e["name"]: e for e in container(one(objects, "Deployment"))["env"]}
+    env = {e["name"]: e for e in container(pulse_deployment(objects))["env"]}
     for var, field in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
                        ("NODE_NAME", "spec.nodeName")]:
         assert env[var]["valueFrom"]["fieldRef"]["fieldPath"] == field
@@ -264,7 +270,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(rendered):
 
 def test_rbac_grants_exactly_the_runtime_configmap_and_events():
     objects = pc.render_objects({}, name="lab")
-    deployment = one(objects, "Deployment")
+    deployment = pulse_deployment(objects)
     env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
     configmap = env["PULSE_RUNTIME_CONFIGMAP"]
     assert env["PULSE_KUBE"] == "on"
@@ -290,7 +296,7 @@ def test_rbac_grants_exactly_the_runtime_configmap_and_events():
 
 def test_without_the_kube_feature_there_is_no_token_and_no_rbac():
     objects = pc.render_objects({"kube": {"enabled": False}})
-    deployment = one(objects, "Deployment")
+    deployment = pulse_deployment(objects)
     assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     assert not kinds(objects, "Role") and not kinds(objects, "RoleBinding")
     env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
@@ -306,7 +312,7 @@ def test_runtime_configmap_documents_every_key_and_takes_overrides():
 
 
 def test_requests_and_limits_are_set_by_default():
-    resources = container(one(pc.render_objects({}), "Deployment"))["resources"]
+    resources = container(pulse_deployment(pc.render_objects({})))["resources"]
     assert {"cpu", "memory"} <= resources["requests"].keys()
     assert {"cpu", "memory"} <= resources["limits"].keys()
 
@@ -315,8 +321,28 @@ def test_app_version_is_the_crate_version():
     chart = yaml.safe_load((pc.CHART / "Chart.yaml").read_text())
     crate = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
     assert chart["appVersion"] == crate
-    image = container(one(pc.render_objects({}), "Deployment"))["image"]
+    image = container(pulse_deployment(pc.render_objects({})))["image"]
     assert image == f"pulse:{crate}"
+
+
+def test_the_load_generator_renders_only_when_enabled_and_targets_the_service():
+    assert not [d for d in kinds(pc.render_objects({}), "Deployment") if d["metadata"]["name"].endswith("-loadgen")]
+    objects = pc.render_objects({"loadgen": {"enabled": True, "rate": 7}}, name="lab")
+    (loadgen,) = [d for d in kinds(objects, "Deployment") if d["metadata"]["name"] == "lab-pulse-loadgen"]
+    pulse = pulse_deployment(objects)
+    service = one(objects, "Service")
+    spec, pulse_spec = loadgen["spec"]["template"]["spec"], pulse["spec"]["template"]["spec"]
+    assert spec["securityContext"] == pulse_spec["securityContext"]
+    assert spec["containers"][0]["securityContext"] == pulse_spec["containers"][0]["securityContext"]
+    assert spec["containers"][0]["image"] == pulse_spec["containers"][0]["image"]
+    args = spec["containers"][0]["args"]
+    assert args[0] == "load"
+    target = args[args.index("--target") + 1]
+    assert target == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert args[args.index("--rate") + 1] == "7" and args[args.index("--duration") + 1] == "forever"
+    selector = service["spec"]["selector"].items()
+    assert not selector <= loadgen["spec"]["template"]["metadata"]["labels"].items(), "no traffic to the loadgen"
+    assert pc.load_values("kind")["loadgen"]["enabled"] is True
 
 
 def test_kind_values_wire_grafana_login_through_a_generated_secret():

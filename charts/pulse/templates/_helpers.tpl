@@ -64,6 +64,17 @@ which may override it to match another Prometheus.
 {{- end }}
 {{- end }}
 
+{{/* Labels of the load generator: not the Service's selector, so it never receives traffic. */}}
+{{- define "pulse.loadgenLabels" -}}
+helm.sh/chart: {{ include "pulse.chart" . }}
+app.kubernetes.io/name: {{ include "pulse.name" . }}-loadgen
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ include "pulse.imageTag" . | quote }}
+app.kubernetes.io/component: loadgen
+app.kubernetes.io/part-of: pulse
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
 {{/* The runtime settings ConfigMap Pulse watches. */}}
 {{- define "pulse.runtimeConfigMap" -}}
 {{- printf "%s-runtime" (include "pulse.fullname" .) | trunc 63 | trimSuffix "-" }}

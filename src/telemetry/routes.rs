@@ -1,0 +1,170 @@
+//! Per-route telemetry handles, built once per (route, method) and reused.
+//!
+//! Recording a metric with attributes makes the SDK find the attribute set (hash,
+//! compare) on every call; the HTTP layer records six per request, which the
+//! benchmark profile showed as its largest cost. Bound instruments skip that: the
+//! set is found once, here, and each request only updates the bound state. The
+//! span name (`GET /api/users`) and the route label are prepared here too.
+//!
+//! Routes are templates and methods are normalised, so this cache is bounded by the
+//! router's size (per status code: at most the 500 codes `/status/{code}` can make).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter};
+
+use super::Metrics;
+
+/// The `method` label values; anything else is `_OTHER`.
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+
+/// Telemetry handles of one (route, method).
+pub struct RouteTelemetry {
+    /// The span name, `{METHOD} {route}`.
+    pub span_name: Box<str>,
+    /// The route template (or `unmatched`).
+    pub route: Arc<str>,
+    labels: [KeyValue; 2],
+    metrics: Arc<Metrics>,
+    /// Bound on first use: binding creates the series, and probes (not recorded by
+    /// default) must not get any.
+    bound: OnceLock<Bound>,
+    by_status: RwLock<HashMap<u16, Arc<StatusTelemetry>>>,
+}
+
+struct Bound {
+    duration: BoundHistogram<f64>,
+    request_size: BoundHistogram<u64>,
+    in_progress: BoundUpDownCounter<i64>,
+}
+
+/// The handles that also carry the status label.
+pub struct StatusTelemetry {
+    requests: BoundCounter<u64>,
+    response_size: BoundHistogram<u64>,
+}
+
+impl RouteTelemetry {
+    fn bound(&self) -> &Bound {
+        self.bound.get_or_init(|| {
+            let m = &self.metrics;
+            Bound {
+                duration: m.http_duration.bind(&self.labels),
+                request_size: m.http_request_size.bind(&self.labels),
+                in_progress: m.http_in_progress.bind(&self.labels),
+            }
+        })
+    }
+
+    /// One request started: `http_requests_in_progress` + 1.
+    pub fn started(&self) {
+        self.bound().in_progress.add(1);
+    }
+
+    /// One request ended, whatever way: `http_requests_in_progress` - 1.
+    pub fn ended(&self) {
+        self.bound().in_progress.add(-1);
+    }
+
+    /// Records a finished request.
+    pub fn finished(&self, status: u16, seconds: f64, request_bytes: u64, response_bytes: u64) {
+        let by_status = self.status(status);
+        by_status.requests.add(1);
+        by_status.response_size.record(response_bytes);
+        let bound = self.bound();
+        bound.duration.record(seconds);
+        bound.request_size.record(request_bytes);
+        self.metrics.app_requests.add(1, &[]);
+    }
+
+    fn status(&self, status: u16) -> Arc<StatusTelemetry> {
+        let found = read(&self.by_status).get(&status).cloned();
+        if let Some(found) = found {
+            return found;
+        }
+        let mut all = self.by_status.write().unwrap_or_else(|p| p.into_inner());
+        all.entry(status)
+            .or_insert_with(|| {
+                let labels = [
+                    self.labels[0].clone(),
+                    self.labels[1].clone(),
+                    KeyValue::new("status", i64::from(status)),
+                ];
+                Arc::new(StatusTelemetry {
+                    requests: self.metrics.http_requests.bind(&labels),
+                    response_size: self.metrics.http_response_size.bind(&labels),
+                })
+            })
+            .clone()
+    }
+}
+
+/// One route's handles, per method index (created on first use).
+type PerMethod = [OnceLock<Arc<RouteTelemetry>>; METHODS.len()];
+
+/// All routes seen so far.
+pub struct RouteTable {
+    metrics: Arc<Metrics>,
+    routes: RwLock<HashMap<Box<str>, Arc<PerMethod>>>,
+}
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTable").finish_non_exhaustive()
+    }
+}
+
+impl RouteTable {
+    /// An empty table recording into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            routes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The handles of `route` for the method at `method` in [`METHODS`].
+    pub fn get(&self, method: usize, route: &str) -> Arc<RouteTelemetry> {
+        let method = method.min(METHODS.len() - 1);
+        // The read guard must be gone before the write lock is taken: a `match` on
+        // the lookup would keep it alive through the arms and deadlock.
+        let found = read(&self.routes).get(route).cloned();
+        let methods = match found {
+            Some(methods) => methods,
+            None => self
+                .routes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(route.into())
+                .or_insert_with(|| Arc::new(std::array::from_fn(|_| OnceLock::new())))
+                .clone(),
+        };
+        methods[method]
+            .get_or_init(|| Arc::new(self.bind(METHODS[method], route)))
+            .clone()
+    }
+
+    fn bind(&self, method: &'static str, route: &str) -> RouteTelemetry {
+        let route: Arc<str> = Arc::from(route);
+        let labels = [
+            KeyValue::new("method", method),
+            KeyValue::new("route", route.clone()),
+        ];
+        RouteTelemetry {
+            span_name: format!("{method} {route}").into(),
+            bound: OnceLock::new(),
+            by_status: RwLock::new(HashMap::new()),
+            metrics: self.metrics.clone(),
+            labels,
+            route,
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
