@@ -31,6 +31,27 @@ fn free_port() -> u16 {
         .expect("port")
 }
 
+/// `pulse serve` on `port`, quiet, with or without the telemetry layer.
+fn serve_args(port: u16, telemetry: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "serve",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--log-level",
+        "warn",
+        "--shutdown-delay",
+        "0s",
+        "--kube",
+        "off",
+    ]
+    .map(String::from)
+    .to_vec();
+    if !telemetry {
+        args.push("--disable-http-telemetry".into());
+    }
+    args
+}
+
 struct Server {
     child: Child,
     port: u16,
@@ -42,22 +63,9 @@ impl Server {
         let port = free_port();
         let mut command = Command::new(PULSE);
         command
-            .args([
-                "serve",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--log-level",
-                "warn",
-                "--shutdown-delay",
-                "0s",
-                "--kube",
-                "off",
-            ])
+            .args(serve_args(port, telemetry))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if !telemetry {
-            command.arg("--disable-http-telemetry");
-        }
         let started = Instant::now();
         let child = command.spawn().expect("spawn pulse");
         let url = format!("http://127.0.0.1:{port}/readyz");
@@ -150,19 +158,10 @@ fn instructions_per_request(telemetry: bool) -> Option<f64> {
             "--instr-atstart=no",
             &format!("--callgrind-out-file={}", out.display()),
             PULSE,
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--log-level",
-            "warn",
-            "--kube",
-            "off",
         ])
+        .args(serve_args(port, telemetry))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if !telemetry {
-        command.arg("--disable-http-telemetry");
-    }
     // Owned by a Server so it is killed on every path out of here.
     let server = Server {
         child: command.spawn().ok()?,

@@ -29,12 +29,7 @@ fn router(telemetry: bool) -> axum::Router {
     let metrics = metrics();
     let readiness = Arc::new(Readiness::default());
     readiness.set_ready();
-    let settings = RuntimeSettings {
-        log_level: "info".into(),
-        fault_error_rate: 0.0,
-        fault_delay_max: Duration::ZERO,
-        force_unready: false,
-    };
+    let settings = RuntimeSettings::default();
     let state = AppState {
         store: Arc::new(MemoryStore::new()),
         metrics: metrics.clone(),

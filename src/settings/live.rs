@@ -219,17 +219,12 @@ fn record_gauges(metrics: &Metrics, s: &RuntimeSettings) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::*;
 
     fn base() -> RuntimeSettings {
-        RuntimeSettings {
-            log_level: "info".into(),
-            fault_error_rate: 0.0,
-            fault_delay_max: Duration::ZERO,
-            force_unready: false,
-        }
+        RuntimeSettings::default()
     }
 
     #[derive(Default)]

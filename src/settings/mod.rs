@@ -44,6 +44,18 @@ pub struct RuntimeSettings {
     pub force_unready: bool,
 }
 
+impl Default for RuntimeSettings {
+    /// The command line's defaults: `info` logs, no faults, ready.
+    fn default() -> Self {
+        Self {
+            log_level: "info".into(),
+            fault_error_rate: 0.0,
+            fault_delay_max: Duration::ZERO,
+            force_unready: false,
+        }
+    }
+}
+
 impl RuntimeSettings {
     /// The faults these settings inject.
     pub fn faults(&self) -> FaultConfig {
@@ -183,12 +195,7 @@ mod tests {
     use super::*;
 
     fn base() -> RuntimeSettings {
-        RuntimeSettings {
-            log_level: "info".into(),
-            fault_error_rate: 0.0,
-            fault_delay_max: Duration::ZERO,
-            force_unready: false,
-        }
+        RuntimeSettings::default()
     }
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

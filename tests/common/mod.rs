@@ -130,12 +130,7 @@ impl TestApp {
 
 /// The command-line defaults: info logs, no faults.
 pub fn default_settings() -> RuntimeSettings {
-    RuntimeSettings {
-        log_level: "info".into(),
-        fault_error_rate: 0.0,
-        fault_delay_max: Duration::ZERO,
-        force_unready: false,
-    }
+    RuntimeSettings::default()
 }
 
 /// A buffered response.
