@@ -265,14 +265,7 @@ fn otel_and_downward_api_variables_become_resource_attributes() {
         ],
     );
     let http = client();
-    let m = Exposition::parse(
-        &http
-            .get(pulse.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap(),
-    );
+    let m = pulse.scrape();
     let info = m.find("target_info", &[]);
     assert_eq!(info.len(), 1);
     let labels = &info[0].labels;
@@ -380,16 +373,6 @@ fn put_admin_runtime_changes_the_running_process() {
             .send()
             .unwrap()
     };
-    let scrape = || {
-        Exposition::parse(
-            &http
-                .get(pulse.url("/metrics"))
-                .send()
-                .unwrap()
-                .text()
-                .unwrap(),
-        )
-    };
 
     assert_eq!(
         http.get(pulse.url("/api/users")).send().unwrap().status(),
@@ -405,7 +388,7 @@ fn put_admin_runtime_changes_the_running_process() {
             500
         );
     }
-    let m = scrape();
+    let m = pulse.scrape();
     assert_eq!(
         m.value("api_errors_total", &[("error_type", "injected")]),
         3.0
@@ -428,7 +411,9 @@ fn put_admin_runtime_changes_the_running_process() {
         500
     );
     assert_eq!(
-        scrape().value("pulse_config_reloads_total", &[("result", "rejected")]),
+        pulse
+            .scrape()
+            .value("pulse_config_reloads_total", &[("result", "rejected")]),
         1.0
     );
 
@@ -479,14 +464,7 @@ fn kube_on_without_a_reachable_api_serves_stays_ready_and_counts_errors() {
     let http = client();
     // Give the watcher and the publisher time to fail and retry.
     let counted = eventually(Duration::from_secs(10), || {
-        let m = Exposition::parse(
-            &http
-                .get(pulse.url("/metrics"))
-                .send()
-                .unwrap()
-                .text()
-                .unwrap(),
-        );
+        let m = pulse.scrape();
         m.value("pulse_kube_errors_total", &[("operation", "watch")]) >= 2.0
             && m.value("pulse_kube_errors_total", &[("operation", "event")]) >= 1.0
     });

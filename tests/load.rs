@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Exposition, Pulse, client};
+use common::Pulse;
 use serde_json::Value;
 
 fn load(pulse: &Pulse, args: &[&str]) -> (Option<i32>, Value) {
@@ -24,17 +24,6 @@ fn load(pulse: &Pulse, args: &[&str]) -> (Option<i32>, Value) {
     (out.status.code(), summary)
 }
 
-fn server_requests(pulse: &Pulse) -> Exposition {
-    Exposition::parse(
-        &client()
-            .get(pulse.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap(),
-    )
-}
-
 #[test]
 fn holds_200_requests_per_second_within_5_percent() {
     let pulse = Pulse::start(&["--log-level", "warn"]);
@@ -46,7 +35,8 @@ fn holds_200_requests_per_second_within_5_percent() {
     assert!((190.0..=210.0).contains(&rate), "{rate}/s");
     assert_eq!(s["missed_slots"], 0);
     // The server saw the same number of requests.
-    let served: f64 = server_requests(&pulse)
+    let served: f64 = pulse
+        .scrape()
         .find("http_requests_total", &[])
         .iter()
         .map(|x| x.value)
@@ -61,7 +51,7 @@ fn status_classes_match_what_the_server_answered() {
         &pulse,
         &["--rate", "300", "--duration", "2s", "--mix", "default"],
     );
-    let m = server_requests(&pulse);
+    let m = pulse.scrape();
     let served = |class: char| -> f64 {
         m.find("http_requests_total", &[])
             .iter()

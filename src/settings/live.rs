@@ -87,11 +87,6 @@ impl LiveSettings {
         self.current.load_full()
     }
 
-    /// The settings from the command line.
-    pub fn base(&self) -> &RuntimeSettings {
-        &self.base
-    }
-
     /// The faults to inject now (the hot path: one atomic load).
     pub fn faults(&self) -> FaultConfig {
         self.current.load().faults()

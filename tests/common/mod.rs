@@ -324,6 +324,17 @@ impl Pulse {
         );
     }
 
+    /// GET /metrics, parsed.
+    pub fn scrape(&self) -> Exposition {
+        let text = client()
+            .get(self.url("/metrics"))
+            .send()
+            .expect("scrape")
+            .text()
+            .expect("body");
+        Exposition::parse(&text)
+    }
+
     pub fn lines(&self) -> Vec<String> {
         self.output.lock().expect("log sink").clone()
     }
