@@ -13,6 +13,9 @@ pub use crate::cluster::KubeMode;
 /// Default `--max-body-bytes`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Default `--max-concurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 1024;
+
 /// `pulse`: an observable demo web service.
 #[derive(Debug, Parser)]
 // Negative numbers are values, so `--fault-error-rate -1` gets the range message.
@@ -95,6 +98,17 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
 
+    /// API requests served at once (1..=1000000); beyond it a request is
+    /// answered 503 with `Retry-After` at once instead of queueing.
+    #[arg(long, env = "PULSE_MAX_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY,
+          value_parser = parse_concurrency)]
+    pub max_concurrency: usize,
+
+    /// Close a connection whose request head is not complete this long after
+    /// it opened or after its last response (slowloris; also the idle keep-alive timeout).
+    #[arg(long, env = "PULSE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+
     /// Fraction of API requests answered with an injected 500 (0..=1).
     #[arg(long, env = "PULSE_FAULT_ERROR_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub fault_error_rate: f64,
@@ -152,10 +166,22 @@ fn parse_rate(value: &str) -> Result<f64, String> {
 /// 1 GiB: far above any sane body limit, low enough to catch a typo'd exponent.
 const MAX_BODY_LIMIT: usize = 1 << 30;
 
+/// A million in-flight requests is far past what one process serves well.
+const MAX_CONCURRENCY_LIMIT: usize = 1_000_000;
+
 fn parse_body_limit(value: &str) -> Result<usize, String> {
+    parse_count(value, MAX_BODY_LIMIT)
+}
+
+fn parse_concurrency(value: &str) -> Result<usize, String> {
+    parse_count(value, MAX_CONCURRENCY_LIMIT)
+}
+
+/// An integer from 1 to `max`.
+fn parse_count(value: &str, max: usize) -> Result<usize, String> {
     match value.parse::<usize>() {
-        Ok(n) if (1..=MAX_BODY_LIMIT).contains(&n) => Ok(n),
-        _ => Err(format!("must be an integer between 1 and {MAX_BODY_LIMIT}")),
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be an integer between 1 and {max}")),
     }
 }
 
@@ -185,6 +211,8 @@ mod tests {
         assert_eq!(args.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(args.max_body_bytes, 1 << 20);
         assert_eq!(args.request_timeout, Duration::from_secs(30));
+        assert_eq!(args.max_concurrency, 1024);
+        assert_eq!(args.header_read_timeout, Duration::from_secs(30));
         assert_eq!(args.fault_error_rate, 0.0);
         assert_eq!(args.log_format, LogFormat::Json);
     }
@@ -214,6 +242,16 @@ mod tests {
                 &["--max-body-bytes", "0"][..],
                 "--max-body-bytes",
                 "between 1 and",
+            ),
+            (
+                &["--max-concurrency", "0"][..],
+                "--max-concurrency",
+                "between 1 and 1000000",
+            ),
+            (
+                &["--header-read-timeout", "0s"][..],
+                "--header-read-timeout",
+                "greater than 0",
             ),
             (
                 &["--request-timeout", "0s"][..],

@@ -57,6 +57,9 @@ pub enum ApiError {
     /// The handler did not finish within `--request-timeout` (503).
     #[error("the request did not complete within {0:?}")]
     Timeout(std::time::Duration),
+    /// `--max-concurrency` requests are already being served (503).
+    #[error("the server is at its concurrency limit; retry shortly")]
+    Overloaded,
     /// A bug or a broken dependency (500). The detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -100,7 +103,7 @@ impl ApiError {
             Self::Simulated | Self::Injected | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -115,6 +118,7 @@ impl ApiError {
             Self::Simulated => "simulated",
             Self::Injected => "injected",
             Self::Timeout(_) => "timeout",
+            Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
         }
     }

@@ -1,6 +1,10 @@
 //! Cross-cutting request handling, outermost first:
-//! [`telemetry`] (span, metrics, access log) → [`timeout`] → [`fault`] (API routes only).
+//! [`telemetry`] (span, metrics, access log) → [`timeout`] → [`overload`] →
+//! [`fault`] (the last two on API routes only).
+//!
+//! Connection-level limits (the header read timeout) live in `server::connections`.
 
 pub mod fault;
+pub mod overload;
 pub mod telemetry;
 pub mod timeout;

@@ -25,9 +25,10 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::DEFAULT_MAX_BODY_BYTES;
+use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENCY};
 use crate::error::{ApiError, ErrorBody};
 use crate::middleware::fault;
+use crate::middleware::overload::{self, ConcurrencyLimit};
 use crate::middleware::telemetry::{self, HttpTelemetry};
 use crate::middleware::timeout;
 use crate::state::AppState;
@@ -39,6 +40,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Longest a request may take; longer gets 503.
     pub request_timeout: Duration,
+    /// API requests served at once; more get 503 at once.
+    pub max_concurrency: usize,
     /// Record probes and `/metrics` in the `http_*` series too.
     pub instrument_probes: bool,
     /// The per-request telemetry layer (span, metrics, access log). Off only for
@@ -51,6 +54,7 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(30),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             instrument_probes: false,
             telemetry: true,
         }
@@ -146,7 +150,13 @@ async fn method_not_allowed() -> ApiError {
 /// The complete application: routes, error fallbacks and layers.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
     let faults = middleware::from_fn_with_state(state.settings.clone(), fault::inject);
-    let (router, doc) = assemble(api_routes().layer(faults)).split_for_parts();
+    // Outside the faults: a request delayed by fault injection is in flight.
+    let shedding = middleware::from_fn_with_state(
+        ConcurrencyLimit::new(config.max_concurrency),
+        overload::shed,
+    );
+    let api = api_routes().layer(faults).layer(shedding);
+    let (router, doc) = assemble(api).split_for_parts();
     // The document is fixed for the life of the process: serialise it once.
     let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
     let telemetry = HttpTelemetry::new(

@@ -222,6 +222,24 @@ def test_grace_period_exceeds_shutdown_delay_plus_timeout(rendered):
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > needed
 
 
+def test_the_binary_accepts_the_environment_the_chart_gives_it():
+    """Every PULSE_* value the chart renders (durations, limits) parses in the real binary."""
+    from conftest import PulseProcess
+
+    objects = pc.render_objects({"config": {"maxConcurrency": 64, "headerReadTimeoutSeconds": 7,
+                                            "requestTimeoutSeconds": 9, "faultDelayMaxMs": 250}})
+    env = {e["name"]: e["value"] for e in container(pulse_deployment(objects))["env"]
+           if e["name"].startswith("PULSE_") and "value" in e}
+    assert env["PULSE_MAX_CONCURRENCY"] == "64"
+    assert env["PULSE_HEADER_READ_TIMEOUT"] == "7s"
+    env["PULSE_KUBE"] = "off"  # no cluster here
+    server = PulseProcess(env=env)
+    try:
+        assert server.json("/admin/runtime")["fault_delay_max"] == "250ms"
+    finally:
+        server.stop()
+
+
 def test_a_too_short_grace_period_is_refused():
     with pytest.raises(helm_python.HelmError, match="must exceed"):
         pc.render({"terminationGracePeriodSeconds": 15})

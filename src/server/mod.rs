@@ -6,12 +6,15 @@
 //! requests for at most `--shutdown-timeout`; telemetry is flushed and the
 //! process exits 0. A second signal exits at once.
 
+mod connections;
+
+pub use connections::{HEADER_TIMEOUT, MALFORMED};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::BuildInfo;
 use crate::cluster::{self, EventPublisher, KubeConfig, PodEvent};
@@ -22,6 +25,7 @@ use crate::settings::{LiveSettings, RuntimeSettings};
 use crate::state::{AppState, ServiceInfo};
 use crate::store::MemoryStore;
 use crate::telemetry::{self, Metrics, TelemetryError, TracingConfig};
+use connections::Connections;
 
 /// How long telemetry may take to flush at exit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -43,7 +47,7 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    /// The accept loop failed.
+    /// The listening socket failed.
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -53,6 +57,7 @@ impl From<&ServeArgs> for HttpConfig {
         Self {
             max_body_bytes: args.max_body_bytes,
             request_timeout: args.request_timeout,
+            max_concurrency: args.max_concurrency,
             instrument_probes: args.instrument_probes,
             telemetry: !args.disable_http_telemetry,
         }
@@ -128,8 +133,7 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     );
     events.publish(PodEvent::normal("Ready", format!("serving on {local}")));
 
-    // The sequence after the first signal; `draining` flips when we stop accepting.
-    let (draining_tx, mut draining) = watch::channel(false);
+    // The sequence after the first signal; accepting stops when it completes.
     let delay = args.shutdown_delay;
     let drain_timeout = args.shutdown_timeout;
     let shutdown = async move {
@@ -150,24 +154,16 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         });
         tokio::time::sleep(delay).await;
         tracing::info!("shutdown: no longer accepting; draining in-flight requests");
-        let _ = draining_tx.send(true);
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-
+    let connections = Connections::new(listener, app, args.header_read_timeout, metrics.clone());
+    let open = connections.accept_until(shutdown).await;
     let timeout = args.shutdown_timeout;
-    let drain_deadline = async move {
-        // Only starts counting once draining has begun.
-        let _ = draining.wait_for(|d| *d).await;
-        tokio::time::sleep(timeout).await;
-    };
-    tokio::select! {
-        result = server => {
-            result.map_err(ServeError::Serve)?;
-            tracing::info!("shutdown: drained");
-        }
-        () = drain_deadline => {
-            tracing::warn!(timeout = ?timeout, "shutdown: drain timeout; abandoning remaining requests");
-        }
+    match tokio::time::timeout(timeout, open.finished()).await {
+        Ok(()) => tracing::info!("shutdown: drained"),
+        Err(_) => tracing::warn!(
+            timeout = ?timeout,
+            "shutdown: drain timeout; abandoning remaining requests"
+        ),
     }
 
     metrics.shutdown(FLUSH_TIMEOUT);

@@ -1,0 +1,236 @@
+//! The accept loop: every TCP connection is served by hyper's HTTP/1 server.
+//!
+//! `axum::serve` gives no access to hyper's connection settings, and the one
+//! that matters here is the header read timeout: without it a client that sends
+//! a request head one byte at a time (slowloris) holds a connection and a task
+//! forever. Each connection is also watched, so that a drain can ask them all
+//! to finish their current request and close.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use opentelemetry::KeyValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::telemetry::Metrics;
+
+/// `api_errors_total{error_type}` of a connection closed because its request
+/// head did not arrive within `--header-read-timeout`.
+pub const HEADER_TIMEOUT: &str = "header_timeout";
+/// `api_errors_total{error_type}` of a request hyper could not parse (it answers
+/// 400, 414 or 431 itself, before any route runs).
+pub const MALFORMED: &str = "malformed_request";
+
+/// Serves `app` on `listener`, one hyper connection per client.
+pub struct Connections {
+    listener: TcpListener,
+    app: Router,
+    builder: http1::Builder,
+    metrics: Arc<Metrics>,
+    graceful: GracefulShutdown,
+}
+
+/// The connections still open when accepting stopped.
+pub struct Draining(GracefulShutdown);
+
+impl Draining {
+    /// Completes when every connection has finished its current request and closed.
+    pub async fn finished(self) {
+        self.0.shutdown().await;
+    }
+}
+
+impl Connections {
+    /// Connections on `listener` answered by `app`. A connection whose next
+    /// request head is not complete within `header_read_timeout` is closed.
+    pub fn new(
+        listener: TcpListener,
+        app: Router,
+        header_read_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut builder = http1::Builder::new();
+        // The timer is what makes hyper's header read timeout work at all.
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        Self {
+            listener,
+            app,
+            builder,
+            metrics,
+            graceful: GracefulShutdown::new(),
+        }
+    }
+
+    /// Accepts connections until `stop` completes, then closes the listener:
+    /// new connections are refused while the open ones drain.
+    pub async fn accept_until(self, stop: impl Future<Output = ()>) -> Draining {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(err) => {
+                        accept_failed(err).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            self.serve(stream);
+        }
+        drop(self.listener);
+        Draining(self.graceful)
+    }
+
+    fn serve(&self, stream: TcpStream) {
+        // Small JSON answers: do not wait for Nagle to fill a segment.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        let service = TowerToHyperService::new(self.app.clone());
+        let connection = self
+            .graceful
+            .watch(self.builder.serve_connection(io, service));
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                connection_failed(&err, &activity, &metrics);
+            }
+        });
+    }
+}
+
+/// Counts the connection failures a client caused; the rest (resets, clients
+/// that hang up) are normal on the internet and only logged at debug.
+fn connection_failed(err: &hyper::Error, activity: &Activity, metrics: &Metrics) {
+    let error_type = if err.is_timeout() {
+        // hyper's header timer also runs while a keep-alive connection waits
+        // for its next request: closing an idle connection is not an error.
+        if activity.is_idle() {
+            tracing::trace!("idle keep-alive connection closed");
+            return;
+        }
+        HEADER_TIMEOUT
+    } else if err.is_parse() {
+        MALFORMED
+    } else {
+        tracing::debug!(error = %err, "connection ended with an error");
+        return;
+    };
+    tracing::debug!(error = %err, error_type, "connection closed");
+    metrics
+        .api_errors
+        .add(1, &[KeyValue::new("error_type", error_type)]);
+}
+
+/// Accept errors are per connection (the client went away) or per process
+/// (out of file descriptors); the second kind must not spin the loop.
+async fn accept_failed(err: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "accept failed; retrying in 1s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Where a connection is in its request cycle, as seen from its bytes.
+#[derive(Debug)]
+struct Activity(AtomicU8);
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self(AtomicU8::new(NEW))
+    }
+}
+
+/// Nothing received yet.
+const NEW: u8 = 0;
+/// A response was written and nothing has arrived since.
+const IDLE: u8 = 1;
+/// Bytes of a request arrived after the last response.
+const READING: u8 = 2;
+
+impl Activity {
+    fn is_idle(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == IDLE
+    }
+}
+
+/// A TCP stream that records [`Activity`].
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.0.store(READING, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.0.store(IDLE, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.0.store(IDLE, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
