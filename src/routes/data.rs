@@ -11,17 +11,25 @@ use crate::extract::{self, Path};
 use crate::state::AppState;
 use crate::store::{Item, Put};
 
-/// Longest accepted key, in bytes.
-const MAX_KEY_BYTES: usize = 256;
+/// Longest accepted key, in characters.
+const MAX_KEY_CHARS: usize = 256;
 
 /// An item as a client sends it.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
-    /// Unique key: 1 to 256 bytes, no control characters.
-    #[schema(example = "test")]
+    /// Unique key: 1 to 256 characters, no control characters.
+    #[schema(
+        example = "test",
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub key: String,
-    /// Any JSON value.
+    /// Any JSON value, `null` included; required.
+    // With `deserialize_with`, serde reports a missing field instead of
+    // silently reading it as `null`.
+    #[serde(deserialize_with = "serde_json::Value::deserialize")]
     #[schema(example = "data")]
     pub value: serde_json::Value,
 }
@@ -36,10 +44,10 @@ pub struct ItemList {
 }
 
 fn validate_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "key",
-            "key must be 1 to 256 bytes without control characters",
+            "key must be 1 to 256 characters without control characters",
         ));
     }
     Ok(())

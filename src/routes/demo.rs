@@ -78,7 +78,7 @@ pub async fn error() -> ApiError {
 
 /// Responds after `seconds` (fractions allowed, at most 10).
 #[utoipa::path(get, path = "/delay/{seconds}", tag = "demo",
-    params(("seconds" = f64, Path, description = "0 to 10, fractions allowed")),
+    params(("seconds" = f64, Path, minimum = 0, maximum = 10, description = "0 to 10, fractions allowed")),
     responses(
         (status = 200, description = "After the delay", body = DelayBody),
         (status = 400, description = "Not a number from 0 to 10", body = ErrorBody)))]
@@ -97,7 +97,7 @@ pub async fn delay(Path(seconds): Path<String>) -> Result<Json<DelayBody>, ApiEr
 /// Responds with the status `code` (200 to 599; 1xx are refused with 400,
 /// because an informational status cannot end an HTTP exchange).
 #[utoipa::path(get, path = "/status/{code}", tag = "demo",
-    params(("code" = u16, Path, description = "HTTP status, 200 to 599")),
+    params(("code" = u16, Path, minimum = 200, maximum = 599, description = "HTTP status, 200 to 599")),
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
         (status = 400, description = "Not a status from 200 to 599", body = ErrorBody)))]
@@ -108,7 +108,7 @@ pub async fn status_get(code: Path<String>) -> Result<Response, ApiError> {
 /// Responds with the status `code` (200 to 599; 1xx are refused with 400,
 /// because an informational status cannot end an HTTP exchange).
 #[utoipa::path(post, path = "/status/{code}", tag = "demo",
-    params(("code" = u16, Path, description = "HTTP status, 200 to 599")),
+    params(("code" = u16, Path, minimum = 200, maximum = 599, description = "HTTP status, 200 to 599")),
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
         (status = 400, description = "Not a status from 200 to 599", body = ErrorBody)))]
@@ -164,9 +164,9 @@ pub async fn item(
 
 /// Echoes the request body with its content type.
 #[utoipa::path(post, path = "/echo", tag = "demo",
-    request_body(content = String, description = "Any body", content_type = "*/*"),
+    request_body(content = Option<serde_json::Value>, description = "Any body, or none", content_type = "*/*"),
     responses(
-        (status = 200, description = "The same body", body = String, content_type = "*/*"),
+        (status = 200, description = "The same body", body = serde_json::Value, content_type = "*/*"),
         (status = 413, description = "Body too large", body = ErrorBody)))]
 pub async fn echo(headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers

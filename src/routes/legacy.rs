@@ -22,6 +22,7 @@ pub struct StatusOk {
 #[into_params(parameter_in = Query)]
 pub struct UpdateQuery {
     /// Active users, 0 or more.
+    #[param(minimum = 0)]
     pub users: i64,
 }
 
@@ -30,6 +31,7 @@ pub struct UpdateQuery {
 #[into_params(parameter_in = Query)]
 pub struct CpuQuery {
     /// CPU usage in percent, 0 to 100.
+    #[param(minimum = 0, maximum = 100)]
     pub value: f64,
 }
 

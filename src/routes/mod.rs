@@ -11,14 +11,12 @@ pub mod health;
 pub mod info;
 pub mod legacy;
 pub mod metrics;
+pub mod openapi;
 pub mod users;
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::{Extension, Router, middleware};
 use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
@@ -26,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENCY};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 use crate::middleware::fault;
 use crate::middleware::overload::{self, ConcurrencyLimit};
 use crate::middleware::telemetry::{self, HttpTelemetry};
@@ -61,27 +59,6 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "Pulse",
-        description = "An observable demo web service: users and key-value CRUD, \
-                       demo failure endpoints, probes and Prometheus metrics."
-    ),
-    components(schemas(ErrorBody)),
-    tags(
-        (name = "info", description = "Who is answering"),
-        (name = "health", description = "Liveness, readiness and detailed health"),
-        (name = "telemetry", description = "Metrics and this document"),
-        (name = "users", description = "Users CRUD (seed 001)"),
-        (name = "data", description = "Key-value store (seed 002)"),
-        (name = "demo", description = "Slow, failing, delayed and arbitrary-status endpoints"),
-        (name = "legacy", description = "Seed 000 gauges"),
-        (name = "admin", description = "Runtime settings of this process"),
-    )
-)]
-struct ApiDoc;
-
 /// The workload: subject to fault injection.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -113,30 +90,31 @@ fn ops_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(metrics::metrics))
         .routes(routes!(admin::get, admin::put))
-        .routes(routes!(openapi_json))
+        .routes(routes!(openapi::openapi_json))
 }
 
 /// Every route, with `api` (the workload, possibly layered) and the ops routes.
 fn assemble(api: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api)
         .merge(ops_routes())
 }
 
-/// The OpenAPI 3.1 document of every route.
+/// The OpenAPI 3.1 document of every route, including the answers any request
+/// may get from the layers (limits, timeouts, injected faults).
 pub fn openapi() -> OpenApi {
-    assemble(api_routes()).into_openapi()
+    finish(assemble(api_routes()).into_openapi())
 }
 
-/// The serialised document, shared by `/openapi.json` responses.
-#[derive(Debug, Clone)]
-struct OpenApiJson(Bytes);
-
-/// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "telemetry",
-    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
-async fn openapi_json(Extension(OpenApiJson(doc)): Extension<OpenApiJson>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], doc)
+fn finish(mut doc: OpenApi) -> OpenApi {
+    let api_paths = api_routes()
+        .into_openapi()
+        .paths
+        .paths
+        .into_keys()
+        .collect();
+    openapi::document_layer_responses(&mut doc, &api_paths);
+    doc
 }
 
 async fn not_found() -> ApiError {
@@ -157,8 +135,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
     );
     let api = api_routes().layer(faults).layer(shedding);
     let (router, doc) = assemble(api).split_for_parts();
-    // The document is fixed for the life of the process: serialise it once.
-    let doc = OpenApiJson(Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()));
+    let doc = openapi::OpenApiJson::new(&finish(doc));
     let telemetry = HttpTelemetry::new(
         state.metrics.clone(),
         state.readiness.clone(),

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::extract::{JsonOrQuery, Path};
@@ -16,17 +16,53 @@ const MAX_NAME_CHARS: usize = 100;
 /// Longest accepted email (RFC 5321 path limit).
 const MAX_EMAIL_CHARS: usize = 254;
 
-/// User fields as a client sends them, in a JSON body or as query parameters.
-#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+/// User fields to change: at least one. A field may be left out, not sent as `null`.
+// Also read from the query string (the seeds' form), and by `create`, which
+// then checks that both are there.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
+#[schema(min_properties = 1)]
 pub struct UserInput {
-    /// Display name, 1 to 100 characters.
-    #[schema(example = "John")]
+    /// Display name: 1 to 100 characters, not blank, no control characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false, example = "John", min_length = 1,
+             max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: Option<String>,
-    /// Email address.
-    #[schema(example = "john@example.com")]
+    /// Email address: `local@domain`, at most 254 characters, no spaces.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false, example = "john@example.com",
+             max_length = 254, pattern = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$")]
     pub email: Option<String>,
+}
+
+/// A new user: both fields required.
+// Documentation only: `create` reads a `UserInput`, so that the seeds' query
+// form works too, and applies these rules itself.
+// `deny_unknown_fields` is how utoipa learns `additionalProperties: false`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read by utoipa only
+pub struct NewUserInput {
+    /// Display name: 1 to 100 characters, not blank, no control characters.
+    #[schema(
+        example = "John",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    name: String,
+    /// Email address: `local@domain`, at most 254 characters, no spaces.
+    #[schema(
+        example = "john@example.com",
+        max_length = 254,
+        pattern = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$"
+    )]
+    email: String,
+}
+
+/// Deserialises a field that may be absent (`default`) but not `null`.
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(value).map(Some)
 }
 
 /// The `{id}` path parameter. A named struct, so a bad id is reported with
@@ -46,10 +82,10 @@ pub struct UserList {
     pub count: usize,
 }
 
+/// The rules of [`NewUserInput::name`]; the stored name is trimmed.
 fn validate_name(name: String) -> Result<String, ApiError> {
-    let name = name.trim().to_owned();
-    if name.is_empty() {
-        return Err(ApiError::invalid("name", "name must not be empty"));
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("name", "name must not be blank"));
     }
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -57,12 +93,12 @@ fn validate_name(name: String) -> Result<String, ApiError> {
             "name must be at most 100 printable characters",
         ));
     }
-    Ok(name)
+    Ok(name.trim().to_owned())
 }
 
+/// The rules of [`NewUserInput::email`].
 fn validate_email(email: String) -> Result<String, ApiError> {
-    let email = email.trim().to_owned();
-    let well_formed = email.len() <= MAX_EMAIL_CHARS
+    let well_formed = email.chars().count() <= MAX_EMAIL_CHARS
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
@@ -99,10 +135,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiEr
     }))
 }
 
-/// Create a user from a JSON body or from the `name` and `email` query parameters.
+/// Create a user from a JSON body. The seeds' form, `?name=...&email=...` with
+/// an empty body, is accepted too.
 #[utoipa::path(post, path = "/api/users", operation_id = "create_user", tag = "users",
-    params(UserInput),
-    request_body(content = UserInput, description = "Optional when the query carries the fields"),
+    request_body(content = NewUserInput),
     responses(
         (status = 201, description = "Created", body = User),
         (status = 400, description = "Missing or invalid field", body = crate::error::ErrorBody),
@@ -147,10 +183,11 @@ pub async fn get(
         .ok_or_else(|| not_found(id))
 }
 
-/// Update some fields of a user (JSON body or query parameters).
+/// Update some fields of a user from a JSON body (or, with an empty body, the
+/// `name` and `email` query parameters).
 #[utoipa::path(put, path = "/api/users/{id}", operation_id = "update_user", tag = "users",
-    params(("id" = u64, Path, description = "User id"), UserInput),
-    request_body(content = UserInput, description = "Optional when the query carries the fields"),
+    params(("id" = u64, Path, description = "User id")),
+    request_body(content = UserInput),
     responses(
         (status = 200, description = "The updated user", body = User),
         (status = 400, description = "Invalid id or field, or nothing to change", body = crate::error::ErrorBody),
@@ -206,6 +243,7 @@ mod tests {
     #[test]
     fn names_are_trimmed_and_bounded() {
         assert_eq!(validate_name("  John ".into()).unwrap(), "John");
+        assert!(validate_name(format!(" {} ", "x".repeat(100))).is_err());
         assert!(validate_name("   ".into()).is_err());
         assert!(validate_name("x".repeat(101)).is_err());
         assert!(validate_name("a\u{0}b".into()).is_err());
@@ -220,6 +258,7 @@ mod tests {
             "john@",
             "a@b@c",
             "jo hn@example.com",
+            " john@example.com",
         ] {
             assert!(validate_email(bad.into()).is_err(), "{bad}");
         }

@@ -77,8 +77,9 @@ pub struct SettingsPatch {
     /// Log filter, e.g. `info` or `pulse=debug,warn`.
     pub log_level: Option<String>,
     /// 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
     pub fault_error_rate: Option<f64>,
-    /// A duration such as `250ms`; `0s` disables delays.
+    /// A duration such as `250ms`, at most `60s`; `0s` disables delays.
     #[serde(default, deserialize_with = "deserialize_duration")]
     #[schema(value_type = Option<String>, example = "250ms")]
     pub fault_delay_max: Option<Duration>,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -37,6 +38,17 @@ class Pulse:
         status, _, body = self.request("GET", path)
         assert status == 200, (path, status, body)
         return json.loads(body)
+
+    def metric(self, name: str, label: str) -> dict[str, float]:
+        """The samples of `name` on /metrics, keyed by the value of `label`."""
+        _, _, body = self.request("GET", "/metrics")
+        samples = {}
+        for line in body.decode().splitlines():
+            match = re.fullmatch(name + r"\{(.*)\} (\S+)", line)
+            if match:
+                labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match[1]))
+                samples[labels.get(label, "")] = float(match[2])
+        return samples
 
 
 BINARY = os.environ.get("PULSE_BIN", str(ROOT / "target" / "debug" / "pulse"))
