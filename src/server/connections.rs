@@ -91,6 +91,13 @@ impl Connections {
             };
             self.serve(stream);
         }
+        // Connections the kernel has completed but we have not accepted yet
+        // would be reset when the listener closes: serve them too.
+        while let Ok(Ok((stream, _peer))) =
+            tokio::time::timeout(Duration::ZERO, self.listener.accept()).await
+        {
+            self.serve(stream);
+        }
         drop(self.listener);
         Draining(self.graceful)
     }
