@@ -72,6 +72,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
 
+    /// Serve the admin routes (`/admin/*`, `/readyz/enable|disable`) only on this
+    /// address, e.g. `0.0.0.0:8081`, so a NetworkPolicy can restrict them; unset,
+    /// they share `--addr`.
+    #[arg(long, env = "PULSE_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
     /// Log filter, as an `EnvFilter` directive (`info`, `pulse=debug,warn`).
     #[arg(long, env = "PULSE_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,

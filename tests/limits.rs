@@ -2,7 +2,8 @@
 //! real TCP: the concurrency limit, the header read timeout (slowloris), the
 //! request timeout on a trickled body, and malformed requests. Each is visible
 //! to the client (a status or a closed connection) and counted in
-//! `api_errors_total{error_type}`.
+//! `api_errors_total{error_type}`. And `--admin-addr`, which moves the routes
+//! that change the process off the port API clients reach.
 
 mod common;
 
@@ -181,4 +182,41 @@ fn malformed_requests_get_400_from_the_parser_and_are_counted() {
         client().get(pulse.url("/healthz")).send().unwrap().status(),
         200
     );
+}
+
+#[test]
+fn with_admin_addr_the_admin_routes_leave_the_main_port() {
+    let admin_port = common::free_port();
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let pulse = Pulse::start(&["--admin-addr", &admin_addr]);
+    let admin = |path: &str| format!("http://{admin_addr}{path}");
+    let http = client();
+
+    // The main port, where the API clients are, cannot change the process.
+    let put = http
+        .put(pulse.url("/admin/runtime"))
+        .json(&serde_json::json!({"force_unready": true}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 404);
+    assert_eq!(
+        http.post(pulse.url("/readyz/disable"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(http.get(pulse.url("/readyz")).send().unwrap().status(), 200);
+
+    // The admin port can, and serves nothing else.
+    assert_eq!(
+        http.get(admin("/admin/runtime")).send().unwrap().status(),
+        200
+    );
+    assert_eq!(
+        http.post(admin("/readyz/disable")).send().unwrap().status(),
+        202
+    );
+    assert_eq!(http.get(pulse.url("/readyz")).send().unwrap().status(), 503);
+    assert_eq!(http.get(admin("/api/users")).send().unwrap().status(), 404);
 }

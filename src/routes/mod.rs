@@ -40,6 +40,9 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// API requests served at once; more get 503 at once.
     pub max_concurrency: usize,
+    /// The admin routes are served by [`admin_router`] on their own listener,
+    /// and [`router`] answers 404 for them.
+    pub separate_admin: bool,
     /// Record probes and `/metrics` in the `http_*` series too.
     pub instrument_probes: bool,
     /// The per-request telemetry layer (span, metrics, access log). Off only for
@@ -53,6 +56,7 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(30),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            separate_admin: false,
             instrument_probes: false,
             telemetry: true,
         }
@@ -85,19 +89,28 @@ fn ops_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health_live))
         .routes(routes!(health::readyz))
         .routes(routes!(health::health_ready))
-        .routes(routes!(health::enable))
-        .routes(routes!(health::disable))
         .routes(routes!(health::health))
         .routes(routes!(metrics::metrics))
-        .routes(routes!(admin::get, admin::put))
         .routes(routes!(openapi::openapi_json))
 }
 
-/// Every route, with `api` (the workload, possibly layered) and the ops routes.
+/// Routes that change this process: the readiness switch and the runtime
+/// settings. On their own listener when `--admin-addr` is set, so that a
+/// NetworkPolicy can keep them from everyone who may reach the API.
+fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::enable))
+        .routes(routes!(health::disable))
+        .routes(routes!(admin::get, admin::put))
+}
+
+/// Every route, with `api` (the workload, possibly layered), the ops routes and
+/// the admin routes. The document always lists all of them.
 fn assemble(api: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api)
         .merge(ops_routes())
+        .merge(admin_routes())
 }
 
 /// The OpenAPI 3.1 document of every route, including the answers any request
@@ -125,7 +138,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The complete application: routes, error fallbacks and layers.
+/// The application on the main listener: routes, error fallbacks and layers.
+/// Includes the admin routes unless [`HttpConfig::separate_admin`] is set.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
     let faults = middleware::from_fn_with_state(state.settings.clone(), fault::inject);
     // Outside the faults: a request delayed by fault injection is in flight.
@@ -134,23 +148,40 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         overload::shed,
     );
     let api = api_routes().layer(faults).layer(shedding);
-    let (router, doc) = assemble(api).split_for_parts();
+    let (_, doc) = assemble(api_routes()).split_for_parts();
     let doc = openapi::OpenApiJson::new(&finish(doc));
-    let telemetry = HttpTelemetry::new(
-        state.metrics.clone(),
-        state.readiness.clone(),
-        config.instrument_probes,
-    );
+    let routes = OpenApiRouter::new().merge(api).merge(ops_routes());
+    let routes = if config.separate_admin {
+        routes
+    } else {
+        routes.merge(admin_routes())
+    };
+    let (router, _) = routes.split_for_parts();
+    with_layers(router.layer(Extension(doc)), state, config)
+}
+
+/// The admin routes alone, for the `--admin-addr` listener.
+pub fn admin_router(state: AppState, config: &HttpConfig) -> Router {
+    let (router, _) = admin_routes().split_for_parts();
+    with_layers(router, state, config)
+}
+
+/// Fallbacks and the layers every listener has: body limit, timeout, telemetry.
+fn with_layers(router: Router<AppState>, state: AppState, config: &HttpConfig) -> Router {
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             config.request_timeout,
             timeout::enforce,
         ));
     let router = if config.telemetry {
+        let telemetry = HttpTelemetry::new(
+            state.metrics.clone(),
+            state.readiness.clone(),
+            config.instrument_probes,
+        );
         router.layer(middleware::from_fn_with_state(telemetry, telemetry::track))
     } else {
         router

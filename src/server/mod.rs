@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::BuildInfo;
 use crate::cluster::{self, EventPublisher, KubeConfig, PodEvent};
@@ -37,7 +38,7 @@ pub enum ServeError {
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr} (--addr): {source}")]
+    #[error("cannot listen on {addr} (--addr or --admin-addr): {source}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -58,6 +59,7 @@ impl From<&ServeArgs> for HttpConfig {
             max_body_bytes: args.max_body_bytes,
             request_timeout: args.request_timeout,
             max_concurrency: args.max_concurrency,
+            separate_admin: args.admin_addr.is_some(),
             instrument_probes: args.instrument_probes,
             telemetry: !args.disable_http_telemetry,
         }
@@ -112,15 +114,18 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         info: Arc::new(ServiceInfo::from_env(service_name, build, started)),
         settings,
     };
-    let app = routes::router(state, &HttpConfig::from(&args));
-
-    let listener = TcpListener::bind(args.addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: args.addr,
-            source,
-        })?;
+    let http = HttpConfig::from(&args);
+    let app = routes::router(state.clone(), &http);
+    let listener = bind(args.addr).await?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
+    let admin = match args.admin_addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            tracing::info!(addr = %addr, "admin routes on their own listener");
+            Some((listener, routes::admin_router(state, &http)))
+        }
+        None => None,
+    };
     let mut signals = Signals::install()?;
 
     readiness.set_ready();
@@ -134,6 +139,7 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     events.publish(PodEvent::normal("Ready", format!("serving on {local}")));
 
     // The sequence after the first signal; accepting stops when it completes.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let delay = args.shutdown_delay;
     let drain_timeout = args.shutdown_timeout;
     let shutdown = async move {
@@ -154,12 +160,32 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         });
         tokio::time::sleep(delay).await;
         tracing::info!("shutdown: no longer accepting; draining in-flight requests");
+        let _ = stop_tx.send(true);
     };
-    let connections = Connections::new(listener, app, args.header_read_timeout, metrics.clone());
-    let open = connections.accept_until(shutdown).await;
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let serve = |listener, app| {
+        Connections::new(listener, app, args.header_read_timeout, metrics.clone())
+            .accept_until(stopped(stop_rx.clone()))
+    };
+    let admin = async {
+        match admin {
+            Some((listener, app)) => Some(serve(listener, app).await),
+            None => None,
+        }
+    };
+    let ((), open, admin_open) = tokio::join!(shutdown, serve(listener, app), admin);
+    let drained = async {
+        tokio::join!(open.finished(), async {
+            if let Some(admin) = admin_open {
+                admin.finished().await;
+            }
+        })
+    };
     let timeout = args.shutdown_timeout;
-    match tokio::time::timeout(timeout, open.finished()).await {
-        Ok(()) => tracing::info!("shutdown: drained"),
+    match tokio::time::timeout(timeout, drained).await {
+        Ok(_) => tracing::info!("shutdown: drained"),
         Err(_) => tracing::warn!(
             timeout = ?timeout,
             "shutdown: drain timeout; abandoning remaining requests"
@@ -169,6 +195,12 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     metrics.shutdown(FLUSH_TIMEOUT);
     tracing_guard.shutdown(FLUSH_TIMEOUT);
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 fn signal_number(name: &str) -> i32 {

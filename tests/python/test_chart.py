@@ -224,7 +224,7 @@ def test_grace_period_exceeds_shutdown_delay_plus_timeout(rendered):
 
 def test_the_binary_accepts_the_environment_the_chart_gives_it():
     """Every PULSE_* value the chart renders (durations, limits) parses in the real binary."""
-    from conftest import PulseProcess
+    from conftest import Pulse, PulseProcess, free_port
 
     objects = pc.render_objects({"config": {"maxConcurrency": 64, "headerReadTimeoutSeconds": 7,
                                             "requestTimeoutSeconds": 9, "faultDelayMaxMs": 250}})
@@ -232,12 +232,39 @@ def test_the_binary_accepts_the_environment_the_chart_gives_it():
            if e["name"].startswith("PULSE_") and "value" in e}
     assert env["PULSE_MAX_CONCURRENCY"] == "64"
     assert env["PULSE_HEADER_READ_TIMEOUT"] == "7s"
+    assert env["PULSE_ADMIN_ADDR"] == "0.0.0.0:8081"
     env["PULSE_KUBE"] = "off"  # no cluster here
+    admin = Pulse(free_port())
+    env["PULSE_ADMIN_ADDR"] = admin.base.removeprefix("http://")  # a free port, not 8081
     server = PulseProcess(env=env)
     try:
-        assert server.json("/admin/runtime")["fault_delay_max"] == "250ms"
+        assert admin.json("/admin/runtime")["fault_delay_max"] == "250ms"
+        assert server.request("GET", "/admin/runtime")[0] == 404, "not on the http port"
     finally:
         server.stop()
+
+
+def test_the_admin_port_is_off_the_service_and_closed_by_the_network_policy():
+    objects = pc.render_objects({"networkPolicy": {"enabled": True, "from": [{"podSelector": {}}]}})
+    ports = {p["name"]: p["containerPort"] for p in container(pulse_deployment(objects))["ports"]}
+    assert ports == {"http": 8080, "admin": 8081}
+    (service,) = kinds(objects, "Service")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    (policy,) = kinds(objects, "NetworkPolicy")
+    assert [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]] == [["http"]], \
+        "no rule for admin: nobody reaches it through the network"
+
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
+    objects = pc.render_objects({"networkPolicy": {"enabled": True, "adminFrom": peers}})
+    (policy,) = kinds(objects, "NetworkPolicy")
+    admin_rules = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "admin"]
+    assert [r["from"] for r in admin_rules] == [peers]
+
+    shared = pc.render_objects({"adminPort": 0})
+    env = {e["name"] for e in container(pulse_deployment(shared))["env"]}
+    assert "PULSE_ADMIN_ADDR" not in env
+    with pytest.raises(helm_python.HelmError, match="adminPort must differ"):
+        pc.render({"adminPort": 8080})
 
 
 def test_a_too_short_grace_period_is_refused():
