@@ -3,6 +3,8 @@
 CARGO  ?= cargo
 PYTHON ?= python3
 VENV   := .venv
+# Checkov pins packaging<24, which pytest 9 cannot use: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
 
 .DEFAULT_GOAL := help
 KIND_CLUSTER ?= pulse
@@ -45,8 +47,13 @@ $(VENV)/.installed: requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-test-python: build $(VENV)/.installed ## Python checks: OpenAPI validity, the Helm chart, Dockerfile lint
-	PULSE_BIN=target/debug/pulse $(VENV)/bin/python -m pytest -q tests/python
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+test-python: build $(VENV)/.installed $(CHECKOV_VENV)/.installed ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, Dockerfile lint
+	PULSE_BIN=target/debug/pulse CHECKOV=$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest -q tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------
 

@@ -250,14 +250,21 @@ def test_the_admin_port_is_off_the_service_and_closed_by_the_network_policy():
     assert ports == {"http": 8080, "admin": 8081}
     (service,) = kinds(objects, "Service")
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
-    (policy,) = kinds(objects, "NetworkPolicy")
-    assert [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]] == [["http"]], \
+    policies = {p["metadata"]["name"]: p["spec"] for p in kinds(objects, "NetworkPolicy")}
+    policy = policies["pulse"]
+    assert [[p["port"] for p in rule["ports"]] for rule in policy["ingress"]] == [["http"]], \
         "no rule for admin: nobody reaches it through the network"
+    # The chart's own clients (test pods here) take no connections and reach only Pulse and DNS.
+    clients = policies["pulse-clients"]
+    assert clients["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in clients
+    assert [[p["port"] for p in rule["ports"]] for rule in clients["egress"]] == [["http"], [53, 53]]
+    assert clients["egress"][0]["to"] == [{"podSelector": {"matchLabels": pulse_deployment(objects)["spec"]
+                                                           ["selector"]["matchLabels"]}}]
 
     peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
     objects = pc.render_objects({"networkPolicy": {"enabled": True, "adminFrom": peers}})
-    (policy,) = kinds(objects, "NetworkPolicy")
-    admin_rules = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "admin"]
+    policy = {p["metadata"]["name"]: p["spec"] for p in kinds(objects, "NetworkPolicy")}["pulse"]
+    admin_rules = [r for r in policy["ingress"] if r["ports"][0]["port"] == "admin"]
     assert [r["from"] for r in admin_rules] == [peers]
 
     shared = pc.render_objects({"adminPort": 0})
@@ -287,6 +294,11 @@ def pods(objects):
     return specs
 
 
+# The only volume types the restricted profile allows (no hostPath, nfs, ...).
+RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                           "projected", "secret"}
+
+
 def test_every_pod_meets_the_restricted_pod_security_standard(rendered):
     """Field by field, as the restricted profile of the Pod Security Standards lists them."""
     _, _, objects = rendered
@@ -295,7 +307,9 @@ def test_every_pod_meets_the_restricted_pod_security_standard(rendered):
         for flag in ["hostNetwork", "hostPID", "hostIPC"]:
             assert not spec.get(flag), f"{name}: {flag}"
         for volume in spec.get("volumes", []):
-            assert "hostPath" not in volume, name
+            kinds_of_volume = set(volume) - {"name"}
+            assert kinds_of_volume <= RESTRICTED_VOLUME_TYPES, f"{name}: {kinds_of_volume}"
+        assert not pod_sc.get("sysctls"), name
         for c in spec["containers"] + spec.get("initContainers", []):
             sc = c.get("securityContext", {})
             where = f"{name}/{c['name']}"
