@@ -97,12 +97,18 @@ pub struct ServeArgs {
 
     /// Largest request body accepted, in bytes (1..=1073741824); larger gets 413.
     #[arg(long, env = "PULSE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
-          value_parser = parse_body_limit)]
+          value_parser = parse_bytes)]
     pub max_body_bytes: usize,
 
     /// Longest a request may take before it is answered 503 (greater than 0).
     #[arg(long, env = "PULSE_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
+
+    /// Most bytes the users and items may take (1..=1073741824); a write past it
+    /// gets 507 and changes nothing.
+    #[arg(long, env = "PULSE_MAX_STORE_BYTES", default_value_t = crate::store::DEFAULT_MAX_STORE_BYTES,
+          value_parser = parse_bytes)]
+    pub max_store_bytes: usize,
 
     /// API requests served at once (1..=1000000); beyond it a request is
     /// answered 503 with `Retry-After` at once instead of queueing.
@@ -169,14 +175,14 @@ fn parse_rate(value: &str) -> Result<f64, String> {
     }
 }
 
-/// 1 GiB: far above any sane body limit, low enough to catch a typo'd exponent.
-const MAX_BODY_LIMIT: usize = 1 << 30;
+/// 1 GiB: far above any sane body or store limit, low enough to catch a typo'd exponent.
+const MAX_BYTES_LIMIT: usize = 1 << 30;
 
 /// A million in-flight requests is far past what one process serves well.
 const MAX_CONCURRENCY_LIMIT: usize = 1_000_000;
 
-fn parse_body_limit(value: &str) -> Result<usize, String> {
-    parse_count(value, MAX_BODY_LIMIT)
+fn parse_bytes(value: &str) -> Result<usize, String> {
+    parse_count(value, MAX_BYTES_LIMIT)
 }
 
 fn parse_concurrency(value: &str) -> Result<usize, String> {
@@ -218,6 +224,7 @@ mod tests {
         assert_eq!(args.max_body_bytes, 1 << 20);
         assert_eq!(args.request_timeout, Duration::from_secs(30));
         assert_eq!(args.max_concurrency, 1024);
+        assert_eq!(args.max_store_bytes, 8 << 20);
         assert_eq!(args.header_read_timeout, Duration::from_secs(30));
         assert_eq!(args.fault_error_rate, 0.0);
         assert_eq!(args.log_format, LogFormat::Json);

@@ -57,6 +57,9 @@ pub enum ApiError {
     /// The handler did not finish within `--request-timeout` (503).
     #[error("the request did not complete within {0:?}")]
     Timeout(std::time::Duration),
+    /// The store is at `--max-store-bytes`; nothing was written (507).
+    #[error("the store is full (--max-store-bytes); delete something first")]
+    StoreFull,
     /// `--max-concurrency` requests are already being served (503).
     #[error("the server is at its concurrency limit; retry shortly")]
     Overloaded,
@@ -104,6 +107,7 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Timeout(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -119,6 +123,7 @@ impl ApiError {
             Self::Injected => "injected",
             Self::Timeout(_) => "timeout",
             Self::Overloaded => "overloaded",
+            Self::StoreFull => "store_full",
             Self::Internal(_) => "internal",
         }
     }
@@ -157,7 +162,10 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        Self::Internal(err.to_string())
+        match err {
+            StoreError::Full { .. } => Self::StoreFull,
+            StoreError::Unavailable(_) => Self::Internal(err.to_string()),
+        }
     }
 }
 

@@ -220,3 +220,65 @@ fn with_admin_addr_the_admin_routes_leave_the_main_port() {
     assert_eq!(http.get(pulse.url("/readyz")).send().unwrap().status(), 503);
     assert_eq!(http.get(admin("/api/users")).send().unwrap().status(), 404);
 }
+
+#[test]
+fn a_full_store_refuses_writes_with_507_and_keeps_serving_reads() {
+    let pulse = Pulse::start(&["--max-store-bytes", "20000"]);
+    let http = client();
+    let put = |key: &str| {
+        let body = serde_json::json!({"key": key, "value": "x".repeat(1000)});
+        http.post(pulse.url("/data")).json(&body).send().unwrap()
+    };
+    let mut stored = 0;
+    let refused = loop {
+        let response = put(&format!("k{stored}"));
+        if response.status() != 201 {
+            break response;
+        }
+        stored += 1;
+        assert!(stored < 100, "the limit holds");
+    };
+    assert_eq!(refused.status(), 507);
+    let body: serde_json::Value = refused.json().unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max-store-bytes")
+    );
+    assert!(
+        (15..=20).contains(&stored),
+        "about 20 kB of items fit ({stored})"
+    );
+    assert_eq!(
+        http.get(pulse.url("/data/k0")).send().unwrap().status(),
+        200
+    );
+    // Users share the budget: the room left (less than one item) takes a few.
+    let mut users = 0;
+    let user = serde_json::json!({"name": "Ann", "email": "ann@example.com"});
+    while http
+        .post(pulse.url("/api/users"))
+        .json(&user)
+        .send()
+        .unwrap()
+        .status()
+        == 201
+    {
+        users += 1;
+        assert!(users < 20, "one budget for users and items");
+    }
+    // Deleting frees room.
+    assert_eq!(
+        http.delete(pulse.url("/data/k0")).send().unwrap().status(),
+        204
+    );
+    assert_eq!(put("again").status(), 201);
+    let metrics = pulse.scrape();
+    assert_eq!(
+        metrics.value("api_errors_total", &[("error_type", "store_full")]),
+        2.0,
+        "the refused item and the refused user"
+    );
+    assert_eq!(metrics.value("pulse_data_items", &[]), stored as f64);
+}

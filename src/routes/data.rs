@@ -73,7 +73,8 @@ async fn record_item_count(state: &AppState) -> Result<(), ApiError> {
         (status = 400, description = "Invalid key or malformed JSON", body = crate::error::ErrorBody),
         (status = 413, description = "Body too large", body = crate::error::ErrorBody),
         (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody)))]
+        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody),
+        (status = 507, description = "The store is full (`--max-store-bytes`); nothing was written", body = crate::error::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
     extract::Json(input): extract::Json<ItemInput>,

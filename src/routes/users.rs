@@ -143,7 +143,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiEr
         (status = 201, description = "Created", body = User),
         (status = 400, description = "Missing or invalid field", body = crate::error::ErrorBody),
         (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody)))]
+        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody),
+        (status = 507, description = "The store is full (`--max-store-bytes`); nothing was written", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     JsonOrQuery(input): JsonOrQuery<UserInput>,
@@ -193,7 +194,8 @@ pub async fn get(
         (status = 400, description = "Invalid id or field, or nothing to change", body = crate::error::ErrorBody),
         (status = 404, description = "No such user", body = crate::error::ErrorBody),
         (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody)))]
+        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody),
+        (status = 507, description = "The store is full (`--max-store-bytes`); nothing was written", body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(UserId { id }): Path<UserId>,

@@ -108,7 +108,7 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         format!("pulse {} ({}) started", build.version, build.revision),
     ));
     let state = AppState {
-        store: Arc::new(MemoryStore::new()),
+        store: Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         info: Arc::new(ServiceInfo::from_env(service_name, build, started)),

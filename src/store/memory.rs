@@ -1,17 +1,29 @@
-//! The in-memory [`Store`]: a mutex around two ordered maps.
+//! The in-memory [`Store`]: a mutex around two ordered maps, with a size limit.
 //!
 //! A std mutex is right here: critical sections are a map operation long and
 //! never await, so an async mutex would only add overhead.
+//!
+//! The limit (`--max-store-bytes`) is what keeps a client that writes without
+//! end from filling the pod's memory and getting it, and everyone's data,
+//! killed: past it, writes are refused and reads and deletes go on.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Item, NewUser, Put, Store, StoreError, User, UserChanges};
 
+/// Default `--max-store-bytes`: 8 MiB, far above what the demo traffic stores.
+pub const DEFAULT_MAX_STORE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What one entry costs besides its text: map node, id, lengths. An estimate;
+/// it makes many tiny entries count too.
+const ENTRY_OVERHEAD: usize = 64;
+
 /// Users and items kept in process memory; lost on restart.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -19,12 +31,48 @@ struct Inner {
     users: BTreeMap<u64, User>,
     last_user_id: u64,
     items: BTreeMap<String, serde_json::Value>,
+    /// The estimated size of everything stored.
+    bytes: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn user_size(name: &str, email: &str) -> usize {
+    ENTRY_OVERHEAD + name.len() + email.len()
+}
+
+fn item_size(key: &str, value: &serde_json::Value) -> usize {
+    // The JSON text is a fair measure of what the parsed value holds.
+    let value_len = serde_json::to_vec(value).map_or(0, |v| v.len());
+    ENTRY_OVERHEAD + key.len() + value_len
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store with the default limit.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(DEFAULT_MAX_STORE_BYTES)
+    }
+
+    /// An empty store holding at most about `max_bytes`.
+    pub fn with_limit(max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_bytes,
+        }
+    }
+
+    /// Checks that replacing `old` bytes with `new` bytes stays within the limit.
+    fn fits(&self, inner: &Inner, old: usize, new: usize) -> Result<(), StoreError> {
+        if inner.bytes - old + new > self.max_bytes {
+            return Err(StoreError::Full {
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -48,6 +96,9 @@ impl Store for MemoryStore {
 
     async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
         let mut inner = self.lock();
+        let size = user_size(&user.name, &user.email);
+        self.fits(&inner, 0, size)?;
+        inner.bytes += size;
         inner.last_user_id += 1;
         let user = User {
             id: inner.last_user_id,
@@ -60,20 +111,26 @@ impl Store for MemoryStore {
 
     async fn update_user(&self, id: u64, changes: UserChanges) -> Result<Option<User>, StoreError> {
         let mut inner = self.lock();
-        let Some(user) = inner.users.get_mut(&id) else {
+        let Some(user) = inner.users.get(&id) else {
             return Ok(None);
         };
-        if let Some(name) = changes.name {
-            user.name = name;
-        }
-        if let Some(email) = changes.email {
-            user.email = email;
-        }
-        Ok(Some(user.clone()))
+        let name = changes.name.unwrap_or_else(|| user.name.clone());
+        let email = changes.email.unwrap_or_else(|| user.email.clone());
+        let (old, new) = (user_size(&user.name, &user.email), user_size(&name, &email));
+        self.fits(&inner, old, new)?;
+        inner.bytes = inner.bytes - old + new;
+        let updated = User { id, name, email };
+        inner.users.insert(id, updated.clone());
+        Ok(Some(updated))
     }
 
     async fn delete_user(&self, id: u64) -> Result<bool, StoreError> {
-        Ok(self.lock().users.remove(&id).is_some())
+        let mut inner = self.lock();
+        let Some(user) = inner.users.remove(&id) else {
+            return Ok(false);
+        };
+        inner.bytes -= user_size(&user.name, &user.email);
+        Ok(true)
     }
 
     async fn user_count(&self) -> Result<usize, StoreError> {
@@ -100,14 +157,27 @@ impl Store for MemoryStore {
     }
 
     async fn put_item(&self, item: Item) -> Result<Put, StoreError> {
-        Ok(match self.lock().items.insert(item.key, item.value) {
+        let mut inner = self.lock();
+        let new = item_size(&item.key, &item.value);
+        let old = inner
+            .items
+            .get(&item.key)
+            .map_or(0, |v| item_size(&item.key, v));
+        self.fits(&inner, old, new)?;
+        inner.bytes = inner.bytes - old + new;
+        Ok(match inner.items.insert(item.key, item.value) {
             None => Put::Created,
             Some(_) => Put::Replaced,
         })
     }
 
     async fn delete_item(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().items.remove(key).is_some())
+        let mut inner = self.lock();
+        let Some(value) = inner.items.remove(key) else {
+            return Ok(false);
+        };
+        inner.bytes -= item_size(key, &value);
+        Ok(true)
     }
 
     async fn item_count(&self) -> Result<usize, StoreError> {
@@ -172,5 +242,48 @@ mod tests {
         assert_eq!(store.get_item("k").await.unwrap(), Some(item("2")));
         assert!(store.delete_item("k").await.unwrap());
         assert!(!store.delete_item("k").await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn item(key: &str, len: usize) -> Item {
+        Item {
+            key: key.into(),
+            value: serde_json::json!("x".repeat(len)),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_past_the_limit_are_refused_and_change_nothing() {
+        let store = MemoryStore::with_limit(1000);
+        store.put_item(item("a", 500)).await.unwrap();
+        let full = store.put_item(item("b", 500)).await;
+        assert!(matches!(full, Err(StoreError::Full { limit: 1000 })));
+        assert_eq!(store.item_count().await.unwrap(), 1);
+        // A smaller replacement fits; deleting frees the space.
+        store.put_item(item("a", 100)).await.unwrap();
+        store.put_item(item("b", 500)).await.unwrap();
+        assert!(store.delete_item("a").await.unwrap());
+        assert!(store.delete_item("b").await.unwrap());
+        assert_eq!(store.lock().bytes, 0, "accounting returns to zero");
+        let users = (0..100)
+            .map(|i| NewUser {
+                name: format!("user{i}"),
+                email: "u@example.com".into(),
+            })
+            .collect::<Vec<_>>();
+        let mut created = 0;
+        for user in users {
+            if store.create_user(user).await.is_ok() {
+                created += 1;
+            }
+        }
+        assert!(
+            (5..20).contains(&created),
+            "{created} users fit in 1000 bytes"
+        );
     }
 }

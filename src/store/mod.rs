@@ -6,7 +6,7 @@
 
 mod memory;
 
-pub use memory::MemoryStore;
+pub use memory::{DEFAULT_MAX_STORE_BYTES, MemoryStore};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -63,9 +63,15 @@ pub enum Put {
     Replaced,
 }
 
-/// A failure of the storage backend itself (never of the caller's input).
+/// Why the store refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The write would take the store over its size limit; nothing was changed.
+    #[error("the store is full ({limit} bytes)")]
+    Full {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The backend cannot serve requests.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -226,12 +226,13 @@ def test_the_binary_accepts_the_environment_the_chart_gives_it():
     """Every PULSE_* value the chart renders (durations, limits) parses in the real binary."""
     from conftest import Pulse, PulseProcess, free_port
 
-    objects = pc.render_objects({"config": {"maxConcurrency": 64, "headerReadTimeoutSeconds": 7,
+    objects = pc.render_objects({"config": {"maxConcurrency": 64, "headerReadTimeoutSeconds": 7, "maxStoreBytes": 4096,
                                             "requestTimeoutSeconds": 9, "faultDelayMaxMs": 250}})
     env = {e["name"]: e["value"] for e in container(pulse_deployment(objects))["env"]
            if e["name"].startswith("PULSE_") and "value" in e}
     assert env["PULSE_MAX_CONCURRENCY"] == "64"
     assert env["PULSE_HEADER_READ_TIMEOUT"] == "7s"
+    assert env["PULSE_MAX_STORE_BYTES"] == "4096"
     assert env["PULSE_ADMIN_ADDR"] == "0.0.0.0:8081"
     env["PULSE_KUBE"] = "off"  # no cluster here
     admin = Pulse(free_port())
