@@ -17,7 +17,8 @@ pub mod users;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::{Extension, Router, middleware};
+use axum::{Router, middleware};
+use tower::ServiceBuilder;
 use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -147,9 +148,8 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         ConcurrencyLimit::new(config.max_concurrency),
         overload::shed,
     );
-    let api = api_routes().layer(faults).layer(shedding);
-    let (_, doc) = assemble(api_routes()).split_for_parts();
-    let doc = openapi::OpenApiJson::new(&finish(doc));
+    // One `layer` call per stack: axum boxes (and clones, per request) each layer call.
+    let api = api_routes().layer(ServiceBuilder::new().layer(shedding).layer(faults));
     let routes = OpenApiRouter::new().merge(api).merge(ops_routes());
     let routes = if config.separate_admin {
         routes
@@ -157,7 +157,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         routes.merge(admin_routes())
     };
     let (router, _) = routes.split_for_parts();
-    with_layers(router.layer(Extension(doc)), state, config)
+    with_layers(router, state, config)
 }
 
 /// The admin routes alone, for the `--admin-addr` listener.
@@ -168,23 +168,25 @@ pub fn admin_router(state: AppState, config: &HttpConfig) -> Router {
 
 /// Fallbacks and the layers every listener has: body limit, timeout, telemetry.
 fn with_layers(router: Router<AppState>, state: AppState, config: &HttpConfig) -> Router {
-    let router = router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            config.request_timeout,
-            timeout::enforce,
-        ));
-    let router = if config.telemetry {
+    let telemetry = config.telemetry.then(|| {
         let telemetry = HttpTelemetry::new(
             state.metrics.clone(),
             state.readiness.clone(),
             config.instrument_probes,
         );
-        router.layer(middleware::from_fn_with_state(telemetry, telemetry::track))
-    } else {
-        router
-    };
-    router.with_state(state)
+        middleware::from_fn_with_state(telemetry, telemetry::track)
+    });
+    // Outermost first; one `layer` call, so one boxed service per request.
+    let layers = ServiceBuilder::new()
+        .option_layer(telemetry)
+        .layer(middleware::from_fn_with_state(
+            config.request_timeout,
+            timeout::enforce,
+        ))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(layers)
+        .with_state(state)
 }

@@ -2,8 +2,8 @@
 //! layers around it, and the `/openapi.json` handler.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
 
-use axum::Extension;
 use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -114,22 +114,15 @@ fn error_response(status: &str, description: &str) -> RefOr<utoipa::openapi::Res
     RefOr::T(response.build())
 }
 
-/// The serialised document, shared by `/openapi.json` responses.
-#[derive(Debug, Clone)]
-pub(super) struct OpenApiJson(Bytes);
-
-impl OpenApiJson {
-    /// The document is fixed for the life of the process: serialise it once.
-    pub(super) fn new(doc: &OpenApi) -> Self {
-        Self(Bytes::from(serde_json::to_vec(doc).unwrap_or_default()))
-    }
-}
+/// The serialised document: fixed for the life of the process, so built once,
+/// on the first request for it.
+static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "telemetry",
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
-pub(super) async fn openapi_json(
-    Extension(OpenApiJson(doc)): Extension<OpenApiJson>,
-) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], doc)
+pub(super) async fn openapi_json() -> impl IntoResponse {
+    let doc = DOCUMENT
+        .get_or_init(|| Bytes::from(serde_json::to_vec(&super::openapi()).unwrap_or_default()));
+    ([(header::CONTENT_TYPE, "application/json")], doc.clone())
 }
