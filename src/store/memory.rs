@@ -30,9 +30,16 @@ pub struct MemoryStore {
 struct Inner {
     users: BTreeMap<u64, User>,
     last_user_id: u64,
-    items: BTreeMap<String, serde_json::Value>,
+    items: BTreeMap<String, Stored>,
     /// The estimated size of everything stored.
     bytes: usize,
+}
+
+/// An item's value and its size, measured once when written.
+#[derive(Debug)]
+struct Stored {
+    value: serde_json::Value,
+    size: usize,
 }
 
 impl Default for MemoryStore {
@@ -142,30 +149,33 @@ impl Store for MemoryStore {
             .lock()
             .items
             .iter()
-            .map(|(key, value)| Item {
+            .map(|(key, stored)| Item {
                 key: key.clone(),
-                value: value.clone(),
+                value: stored.value.clone(),
             })
             .collect())
     }
 
     async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError> {
-        Ok(self.lock().items.get(key).map(|value| Item {
+        Ok(self.lock().items.get(key).map(|stored| Item {
             key: key.to_owned(),
-            value: value.clone(),
+            value: stored.value.clone(),
         }))
     }
 
     async fn put_item(&self, item: Item) -> Result<Put, StoreError> {
+        // Measured before locking: serialising a large value must not hold up
+        // every other request.
+        let size = item_size(&item.key, &item.value);
         let mut inner = self.lock();
-        let new = item_size(&item.key, &item.value);
-        let old = inner
-            .items
-            .get(&item.key)
-            .map_or(0, |v| item_size(&item.key, v));
-        self.fits(&inner, old, new)?;
-        inner.bytes = inner.bytes - old + new;
-        Ok(match inner.items.insert(item.key, item.value) {
+        let old = inner.items.get(&item.key).map_or(0, |s| s.size);
+        self.fits(&inner, old, size)?;
+        inner.bytes = inner.bytes - old + size;
+        let stored = Stored {
+            value: item.value,
+            size,
+        };
+        Ok(match inner.items.insert(item.key, stored) {
             None => Put::Created,
             Some(_) => Put::Replaced,
         })
@@ -173,10 +183,10 @@ impl Store for MemoryStore {
 
     async fn delete_item(&self, key: &str) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        let Some(value) = inner.items.remove(key) else {
+        let Some(stored) = inner.items.remove(key) else {
             return Ok(false);
         };
-        inner.bytes -= item_size(key, &value);
+        inner.bytes -= stored.size;
         Ok(true)
     }
 
@@ -243,11 +253,6 @@ mod tests {
         assert!(store.delete_item("k").await.unwrap());
         assert!(!store.delete_item("k").await.unwrap());
     }
-}
-
-#[cfg(test)]
-mod limit_tests {
-    use super::*;
 
     fn item(key: &str, len: usize) -> Item {
         Item {
