@@ -27,10 +27,10 @@ use crate::telemetry::Metrics;
 
 /// `api_errors_total{error_type}` of a connection closed because its request
 /// head did not arrive within `--header-read-timeout`.
-pub const HEADER_TIMEOUT: &str = "header_timeout";
+const HEADER_TIMEOUT: &str = "header_timeout";
 /// `api_errors_total{error_type}` of a request hyper could not parse (it answers
 /// 400, 414 or 431 itself, before any route runs).
-pub const MALFORMED: &str = "malformed_request";
+const MALFORMED: &str = "malformed_request";
 
 /// Serves `app` on `listener`, one hyper connection per client.
 pub struct Connections {

@@ -8,12 +8,11 @@
 
 mod connections;
 
-pub use connections::{HEADER_TIMEOUT, MALFORMED};
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -26,7 +25,7 @@ use crate::settings::{LiveSettings, RuntimeSettings};
 use crate::state::{AppState, ServiceInfo};
 use crate::store::MemoryStore;
 use crate::telemetry::{self, Metrics, TelemetryError, TracingConfig};
-use connections::Connections;
+use connections::{Connections, Draining};
 
 /// How long telemetry may take to flush at exit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,8 +37,10 @@ pub enum ServeError {
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
     /// The listen address is taken or not ours.
-    #[error("cannot listen on {addr} (--addr or --admin-addr): {source}")]
+    #[error("cannot listen on {addr} ({flag}): {source}")]
     Bind {
+        /// The flag that asked for it.
+        flag: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// The OS error.
@@ -116,16 +117,16 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     };
     let http = HttpConfig::from(&args);
     let app = routes::router(state.clone(), &http);
-    let listener = bind(args.addr).await?;
+    let listener = bind("--addr", args.addr).await?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
-    let admin = match args.admin_addr {
-        Some(addr) => {
-            let listener = bind(addr).await?;
-            tracing::info!(addr = %addr, "admin routes on their own listener");
-            Some((listener, routes::admin_router(state, &http)))
-        }
-        None => None,
-    };
+    let mut listeners = vec![(listener, app)];
+    if let Some(addr) = args.admin_addr {
+        listeners.push((
+            bind("--admin-addr", addr).await?,
+            routes::admin_router(state, &http),
+        ));
+        tracing::info!(addr = %addr, "admin routes on their own listener");
+    }
     let mut signals = Signals::install()?;
 
     readiness.set_ready();
@@ -162,32 +163,20 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
         tracing::info!("shutdown: no longer accepting; draining in-flight requests");
         let _ = stop_tx.send(true);
     };
-    let stopped = |mut stop: watch::Receiver<bool>| async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
-    let serve = |listener, app| {
-        Connections::new(listener, app, args.header_read_timeout, metrics.clone())
-            .accept_until(stopped(stop_rx.clone()))
-    };
-    let admin = async {
-        match admin {
-            Some((listener, app)) => Some(serve(listener, app).await),
-            None => None,
-        }
-    };
-    let ((), open, admin_open) = tokio::join!(shutdown, serve(listener, app), admin);
-    let drained = async {
-        tokio::join!(open.finished(), async {
-            if let Some(admin) = admin_open {
-                admin.finished().await;
-            }
-        })
-    };
-    let timeout = args.shutdown_timeout;
-    match tokio::time::timeout(timeout, drained).await {
+    let accepting = listeners.into_iter().map(|(listener, app)| {
+        let mut stop = stop_rx.clone();
+        Connections::new(listener, app, args.header_read_timeout, metrics.clone()).accept_until(
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        )
+    });
+    let ((), open) = tokio::join!(shutdown, join_all(accepting));
+    let drained = join_all(open.into_iter().map(Draining::finished));
+    match tokio::time::timeout(drain_timeout, drained).await {
         Ok(_) => tracing::info!("shutdown: drained"),
         Err(_) => tracing::warn!(
-            timeout = ?timeout,
+            timeout = ?drain_timeout,
             "shutdown: drain timeout; abandoning remaining requests"
         ),
     }
@@ -197,10 +186,10 @@ pub async fn run(args: ServeArgs, started: Instant) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr, source })
+        .map_err(|source| ServeError::Bind { flag, addr, source })
 }
 
 fn signal_number(name: &str) -> i32 {
