@@ -257,7 +257,7 @@ async fn unknown_paths_and_methods_create_no_series() {
         m.samples
             .iter()
             .filter(|s| !s.name.starts_with("process_"))
-            .map(|s| format!("{}{:?}", s.name, s.labels))
+            .map(common::Sample::key)
             .collect()
     };
     assert_eq!(series(&before), series(&after), "no new series");

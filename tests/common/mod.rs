@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -156,6 +156,13 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// Name and labels: what makes a series one series.
+    pub fn key(&self) -> String {
+        format!("{}{:?}", self.name, self.labels)
+    }
+}
+
 /// A parsed exposition: samples plus `# TYPE` lines.
 #[derive(Debug, Default)]
 pub struct Exposition {
@@ -219,6 +226,11 @@ impl Exposition {
     /// Number of distinct series.
     pub fn series_count(&self) -> usize {
         self.samples.len()
+    }
+
+    /// The identity (name and labels) of every series.
+    pub fn series(&self) -> BTreeSet<String> {
+        self.samples.iter().map(Sample::key).collect()
     }
 }
 

@@ -57,11 +57,9 @@ BINARY = os.environ.get("PULSE_BIN", str(ROOT / "target" / "debug" / "pulse"))
 class PulseProcess(Pulse):
     """A `pulse` process on a fixed loopback port; `restart()` replaces it with a new process."""
 
-    def __init__(self, port: int | None = None, args: list[str] | None = None,
-                 env: dict[str, str] | None = None):
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None):
         super().__init__(port or free_port())
         self.port = int(self.base.rsplit(":", 1)[1])
-        self.args = args or []
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -69,7 +67,7 @@ class PulseProcess(Pulse):
     def start(self) -> None:
         # Flags win over PULSE_* variables, so the address is always ours.
         self.proc = subprocess.Popen(
-            [BINARY, "--addr", f"127.0.0.1:{self.port}", "--shutdown-delay", "0s", *self.args],
+            [BINARY, "--addr", f"127.0.0.1:{self.port}", "--shutdown-delay", "0s"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PULSE_KUBE": "off", **self.env},
