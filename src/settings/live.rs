@@ -217,6 +217,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::settings::tests::data;
 
     fn base() -> RuntimeSettings {
         RuntimeSettings::default()
@@ -242,13 +243,6 @@ mod tests {
         let recorded = Arc::new(Recorded::default());
         settings.set_notifier(recorded.clone());
         (settings, recorded)
-    }
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

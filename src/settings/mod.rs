@@ -199,7 +199,8 @@ mod tests {
         RuntimeSettings::default()
     }
 
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    /// ConfigMap data from pairs (also used by `live`'s tests).
+    pub(crate) fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
