@@ -21,6 +21,7 @@ import kubernetes_validate
 import pulsechart as pc
 import pytest
 import yaml
+from conftest import Pulse, PulseProcess, free_port
 
 ROOT = pc.ROOT
 CRDS = ROOT.parent / "shared" / "crds"
@@ -224,8 +225,6 @@ def test_grace_period_exceeds_shutdown_delay_plus_timeout(rendered):
 
 def test_the_binary_accepts_the_environment_the_chart_gives_it():
     """Every PULSE_* value the chart renders (durations, limits) parses in the real binary."""
-    from conftest import Pulse, PulseProcess, free_port
-
     objects = pc.render_objects({"config": {"maxConcurrency": 64, "headerReadTimeoutSeconds": 7, "maxStoreBytes": 4096,
                                             "requestTimeoutSeconds": 9, "faultDelayMaxMs": 250}})
     env = {e["name"]: e["value"] for e in container(pulse_deployment(objects))["env"]
