@@ -4,69 +4,46 @@
 //! The per-request cost is the difference between the same router (same handlers)
 //! with and without the layer, each driven in process with `oneshot`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
 use criterion::{Criterion, criterion_group, criterion_main};
-use opentelemetry::KeyValue;
-use pulse::BuildInfo;
-use pulse::readiness::Readiness;
-use pulse::routes::{self, HttpConfig};
-use pulse::settings::{LiveSettings, RuntimeSettings};
-use pulse::state::{AppState, ServiceInfo};
-use pulse::store::MemoryStore;
+use pulse::app::App;
+use pulse::config::ServeArgs;
 use pulse::telemetry::Metrics;
+use pulse::telemetry::labels::HttpMethod;
+use pulse::telemetry::routes::RouteTable;
 use tower::ServiceExt as _;
 
-fn metrics() -> Arc<Metrics> {
-    let build = BuildInfo::current();
-    Metrics::new(pulse::telemetry::resource(&build), &build, Instant::now()).expect("metrics")
-}
-
-fn router(telemetry: bool) -> axum::Router {
-    let metrics = metrics();
-    let readiness = Arc::new(Readiness::default());
-    readiness.set_ready();
-    let settings = RuntimeSettings::default();
-    let state = AppState {
-        store: Arc::new(MemoryStore::new()),
-        metrics: metrics.clone(),
-        readiness,
-        info: Arc::new(ServiceInfo::from_env(
-            "pulse".into(),
-            BuildInfo::current(),
-            Instant::now(),
-        )),
-        settings: Arc::new(LiveSettings::new(settings, metrics, None)),
+/// The app `pulse serve` runs at its defaults, with or without the telemetry layer.
+fn app(telemetry: bool) -> App {
+    let args = ServeArgs {
+        disable_http_telemetry: !telemetry,
+        ..ServeArgs::default()
     };
-    routes::router(
-        state,
-        &HttpConfig {
-            telemetry,
-            ..HttpConfig::default()
-        },
-    )
+    let app = App::new(&args, Instant::now()).expect("app");
+    app.state.readiness.set_ready();
+    app
 }
 
 fn per_request(c: &mut Criterion) {
     // The server's own subscriber (log filter at warn, as in the macro benchmark):
     // without it, spans would be disabled and the measured cost too low.
-    let build = BuildInfo::current();
     let config = pulse::telemetry::TracingConfig {
         log_level: "warn".into(),
         log_format: pulse::config::LogFormat::Json,
     };
-    let _guard = pulse::telemetry::init_tracing(&config, pulse::telemetry::resource(&build))
-        .expect("tracing");
+    let _guard = pulse::telemetry::init_tracing(&config, app(false).resource).expect("tracing");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("request");
     for (name, telemetry) in [("without_telemetry", false), ("with_telemetry", true)] {
-        let app = router(telemetry);
+        let app = app(telemetry).main;
         group.bench_function(name, |b| {
             b.iter(|| {
                 runtime.block_on(async {
@@ -84,20 +61,13 @@ fn per_request(c: &mut Criterion) {
 /// A registry holding about `series` exposition lines: label sets of the latency
 /// histogram (14 lines each: 12 buckets, sum, count) plus counters.
 fn populated(series: usize) -> Arc<Metrics> {
-    let m = metrics();
-    let histograms = series / 15;
-    for i in 0..histograms {
-        let labels = [
-            KeyValue::new("method", "GET"),
-            KeyValue::new("route", format!("/bench/{i}")),
-        ];
-        m.http_duration.record(0.003, &labels);
-        let with_status = [
-            labels[0].clone(),
-            labels[1].clone(),
-            KeyValue::new("status", 200),
-        ];
-        m.http_requests.add(1, &with_status);
+    let m = app(true).state.metrics;
+    let routes = RouteTable::new(m.clone(), BTreeSet::new());
+    // Each route adds about 40 lines: three histograms and a counter.
+    for i in 0..series / 40 {
+        routes
+            .get(HttpMethod::Get, &format!("/bench/{i}"))
+            .finished(200, 0.003, 0, 100);
     }
     m
 }

@@ -15,9 +15,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
+use crate::telemetry::labels::ErrorKind;
 
-/// An error answered to a client. The variants are the `error_type` label values
-/// of `api_errors_total`.
+/// An error answered to a client. Each variant is counted under an
+/// [`ErrorKind`], the `error_type` label of `api_errors_total`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is well-formed but a value is out of range or malformed (400).
@@ -71,7 +72,7 @@ pub enum ApiError {
 /// The `error_type` label of an error response, left in the response extensions
 /// for the telemetry middleware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorType(pub &'static str);
+pub struct ErrorType(pub ErrorKind);
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,20 +112,28 @@ impl ApiError {
         }
     }
 
-    /// The `error_type` label value for `api_errors_total`.
-    pub fn error_type(&self) -> &'static str {
+    /// How `api_errors_total` counts this error.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Validation { .. } | Self::Unprocessable { .. } => "validation",
-            Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::Simulated => "simulated",
-            Self::Injected => "injected",
-            Self::Timeout(_) => "timeout",
-            Self::Overloaded => "overloaded",
-            Self::StoreFull => "store_full",
-            Self::Internal(_) => "internal",
+            Self::Validation { .. } | Self::Unprocessable { .. } => ErrorKind::Validation,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::MethodNotAllowed => ErrorKind::MethodNotAllowed,
+            Self::PayloadTooLarge => ErrorKind::PayloadTooLarge,
+            Self::UnsupportedMediaType => ErrorKind::UnsupportedMediaType,
+            Self::Simulated => ErrorKind::Simulated,
+            Self::Injected => ErrorKind::Injected,
+            Self::Timeout(_) => ErrorKind::Timeout,
+            Self::Overloaded => ErrorKind::Overloaded,
+            Self::StoreFull => ErrorKind::StoreFull,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// A 422 about one field of a JSON body.
+    pub fn unprocessable(field: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Unprocessable {
+            message: message.into(),
+            field: Some(Cow::Borrowed(field)),
         }
     }
 
@@ -148,9 +157,7 @@ impl IntoResponse for ApiError {
             field: self.field().map(str::to_owned),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        response
-            .extensions_mut()
-            .insert(ErrorType(self.error_type()));
+        response.extensions_mut().insert(ErrorType(self.kind()));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -164,7 +171,6 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Full { .. } => Self::StoreFull,
-            StoreError::Unavailable(_) => Self::Internal(err.to_string()),
         }
     }
 }
@@ -234,8 +240,9 @@ impl From<PathRejection> for ApiError {
 }
 
 /// Names the field a serde error is about: the path serde_path_to_error
-/// recorded, or, for missing/unknown fields (reported at the parent), the
-/// name serde quotes in its message.
+/// recorded (axum's extractors deserialise through it). A missing field is
+/// reported at its parent, so required fields are checked by the handlers,
+/// which name them.
 fn serde_field(err: &(dyn std::error::Error + 'static)) -> Option<Cow<'static, str>> {
     let mut source = err.source();
     while let Some(cause) = source {
@@ -252,28 +259,12 @@ fn serde_field(err: &(dyn std::error::Error + 'static)) -> Option<Cow<'static, s
         }
         source = cause.source();
     }
-    quoted_field(&err.to_string())
-}
-
-/// Extracts `x` from serde's "missing field `x`" / "unknown field `x`" messages.
-fn quoted_field(message: &str) -> Option<Cow<'static, str>> {
-    let start = message.find(" field `")? + " field `".len();
-    let len = message[start..].find('`')?;
-    Some(Cow::Owned(message[start..start + len].to_owned()))
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoted_field_reads_serde_messages() {
-        assert_eq!(
-            quoted_field("Failed to deserialize: missing field `email` at line 1").as_deref(),
-            Some("email")
-        );
-        assert_eq!(quoted_field("invalid type: string").as_deref(), None);
-    }
 
     #[test]
     fn every_error_type_has_a_4xx_or_a_documented_5xx() {

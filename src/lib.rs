@@ -1,12 +1,14 @@
 //! Pulse: a web service that is observable out of the box.
 //!
-//! The layout follows the request path: [`config`] parses flags, [`server`] runs
-//! the process and its shutdown sequence, [`routes`] maps paths to handlers,
-//! [`middleware`] wraps them (telemetry, timeout, faults), handlers use
-//! [`store`] through a trait, and [`telemetry`] owns metrics, traces and logs.
-//! [`settings`] holds what can change at run time, and [`cluster`] changes it from
-//! a ConfigMap and publishes Kubernetes Events.
+//! Modules depend on each other one way, from the bottom up:
+//! [`config`] (flags, defaults, rules) ← [`telemetry`] (metrics, traces, logs) and
+//! [`store`] ← [`settings`] (what changes at run time) ← [`cluster`] (the runtime
+//! ConfigMap, pod Events) and [`state`] ← [`middleware`] and [`routes`] ← [`app`]
+//! (the one place the state and routers are assembled) ← [`server`] (serving and
+//! draining) ← [`cli`] and the binary.
 
+pub mod app;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -23,12 +25,17 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 /// Version and source revision of this binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct BuildInfo {
     /// Crate version (`Cargo.toml`).
+    #[schema(example = "0.1.0")]
     pub version: &'static str,
     /// Source revision (see `build.rs`), or `unknown`.
+    #[schema(example = "3f2c1a9b7d10")]
     pub revision: &'static str,
 }
 

@@ -1,17 +1,22 @@
-//! The `pulse` binary: parses the command line and runs a subcommand.
+//! The `pulse` binary: parses the command line, and for `serve` installs the
+//! global telemetry, binds the listeners and turns signals into a shutdown.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use pulse::config::{Cli, Command};
+use pulse::app::App;
+use pulse::cli::{Cli, Command};
+use pulse::config::ServeArgs;
+use pulse::server::{self, Listeners, Signals};
+use pulse::telemetry::{self, TracingConfig};
 
 fn main() -> ExitCode {
     // Taken first, so "time to ready" includes everything the process does.
     let started = Instant::now();
     match Cli::parse().into_command() {
-        Command::Serve(args) => match serve(args, started) {
+        Command::Serve(args) => match runtime().and_then(|rt| rt.block_on(serve(args, started))) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pulse: {err:#}");
@@ -39,12 +44,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(args: &pulse::load::LoadArgs) -> anyhow::Result<pulse::load::Summary> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    let summary = runtime.block_on(pulse::load::run(args))?;
+        .context("cannot start the async runtime")
+}
+
+fn load(args: &pulse::load::LoadArgs) -> anyhow::Result<pulse::load::Summary> {
+    let summary = runtime()?.block_on(pulse::load::run(args))?;
     match args.output {
         pulse::load::Output::Json => println!("{}", serde_json::to_string(&summary)?),
         pulse::load::Output::Text => println!("{summary}"),
@@ -52,11 +60,37 @@ fn load(args: &pulse::load::LoadArgs) -> anyhow::Result<pulse::load::Summary> {
     Ok(summary)
 }
 
-fn serve(args: pulse::config::ServeArgs, started: Instant) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(pulse::server::run(args, started))?;
+async fn serve(args: ServeArgs, started: Instant) -> anyhow::Result<()> {
+    let mut app = App::new(&args, started)?;
+    let mut tracing = telemetry::init_tracing(
+        &TracingConfig {
+            log_level: args.log_level.clone(),
+            log_format: args.log_format,
+        },
+        app.resource.clone(),
+    )?;
+    if let Some(reloader) = tracing.take_log_reloader() {
+        app.state.settings.set_log_reloader(reloader);
+    }
+    app.start_cluster(&args);
+    let build = app.state.info.build;
+    app.events.publish(pulse::cluster::PodEvent::normal(
+        "Started",
+        format!("pulse {} ({}) started", build.version, build.revision),
+    ));
+    let listeners = Listeners::bind(&args).await?;
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
+    let shutdown = async move {
+        let signal = signals.recv().await;
+        // A second signal means "now": no drain.
+        tokio::spawn(async move {
+            let signal = signals.recv().await;
+            tracing::warn!(signal, "second signal: exiting now");
+            std::process::exit(Signals::exit_code(signal));
+        });
+        signal
+    };
+    server::serve(listeners, app, shutdown).await?;
+    tracing.shutdown(server::FLUSH_TIMEOUT);
     Ok(())
 }

@@ -3,18 +3,24 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use crate::BuildInfo;
+use crate::config::PodIdentity;
 use crate::readiness::Readiness;
 use crate::settings::LiveSettings;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
-/// Who and where this process is: the answer of `GET /`.
-#[derive(Debug, Clone)]
+/// Who and where this process is, as `GET /` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServiceInfo {
     /// The resource's `service.name`: `OTEL_SERVICE_NAME`, default `pulse`.
+    #[schema(example = "pulse")]
     pub name: String,
     /// Version and revision of the binary.
+    #[serde(flatten)]
     pub build: BuildInfo,
     /// The machine's (or pod's) hostname.
     pub hostname: String,
@@ -24,31 +30,37 @@ pub struct ServiceInfo {
     pub namespace: Option<String>,
     /// `NODE_NAME`, when set.
     pub node: Option<String>,
-    /// Wall-clock start, for display.
+    /// Wall-clock start (RFC 3339).
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, example = "2026-11-25T20:00:00Z")]
     pub started_at: SystemTime,
     /// Monotonic start, for uptime.
+    #[serde(skip)]
     pub started: Instant,
 }
 
+fn rfc3339<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*at))
+}
+
 impl ServiceInfo {
-    /// Reads the process identity from the environment; `name` is the
-    /// service name the telemetry resource uses, so both always agree.
-    pub fn from_env(name: String, build: BuildInfo, started: Instant) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    /// This process: `name` is the service name the telemetry resource uses, so
+    /// both always agree.
+    pub fn new(name: String, build: BuildInfo, pod: &PodIdentity, started: Instant) -> Self {
         Self {
             name,
             build,
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-            pod: var("POD_NAME"),
-            namespace: var("POD_NAMESPACE"),
-            node: var("NODE_NAME"),
+            pod: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+            node: pod.node.clone(),
             started_at: SystemTime::now() - started.elapsed(),
             started,
         }
     }
 }
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need; cheap to clone. Assembled by [`crate::app::App`].
 #[derive(Clone)]
 pub struct AppState {
     /// Users and key-value items.

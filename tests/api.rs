@@ -1,14 +1,15 @@
-//! The HTTP API through the real router: every seed example, and every kind of
+//! The HTTP API through the real router: every README example, and every kind of
 //! bad input answered with a 4xx JSON error that changes nothing.
 
 mod common;
 
 use axum::http::StatusCode;
 use common::TestApp;
+use pulse::config::ServeArgs;
 use serde_json::json;
 
 #[tokio::test]
-async fn seed_001_users_crud_with_query_params() {
+async fn users_crud_with_query_params() {
     let app = TestApp::new();
     let john = app
         .send("POST", "/api/users?name=John&email=john@example.com", None)
@@ -73,7 +74,7 @@ async fn users_accept_json_bodies_too() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn seed_001_slow_and_error_endpoints() {
+async fn slow_and_error_endpoints() {
     let app = TestApp::new();
     let started = tokio::time::Instant::now();
     let slow = app.get("/api/slow").await;
@@ -94,7 +95,7 @@ async fn seed_001_slow_and_error_endpoints() {
 }
 
 #[tokio::test]
-async fn seed_000_legacy_gauges() {
+async fn legacy_gauges() {
     let app = TestApp::new();
     let users = app.get("/update?users=42").await;
     assert_eq!(
@@ -113,13 +114,13 @@ async fn seed_000_legacy_gauges() {
 }
 
 #[tokio::test]
-async fn seed_002_health_and_data() {
+async fn health_and_data() {
     let app = TestApp::new();
     let health = app.get("/health").await;
     assert_eq!(health.status, StatusCode::OK);
     let body = health.json();
     assert_eq!(body["status"], "healthy");
-    assert_eq!(body["checks"]["store"], "ok");
+    assert_eq!(body["checks"]["readiness"], "ready");
     for field in ["pid", "rss_bytes", "cpu_seconds", "threads", "open_fds"] {
         assert!(
             body["process"][field].is_number(),
@@ -164,7 +165,7 @@ async fn seed_002_health_and_data() {
 }
 
 #[tokio::test]
-async fn seed_003_items() {
+async fn items_echo_the_id_and_query() {
     let app = TestApp::new();
     let item = app.get("/items/42?q=test").await;
     assert_eq!(item.json(), json!({"item_id": 42, "q": "test"}));
@@ -424,9 +425,9 @@ async fn error_total(app: &TestApp) -> f64 {
 
 #[tokio::test]
 async fn injected_faults_hit_api_routes_only() {
-    let app = TestApp::with_settings(pulse::settings::RuntimeSettings {
+    let app = TestApp::with(&ServeArgs {
         fault_error_rate: 1.0,
-        ..common::default_settings()
+        ..ServeArgs::default()
     });
     let created = app
         .send("POST", "/api/users?name=John&email=john@example.com", None)
@@ -461,11 +462,10 @@ async fn injected_faults_hit_api_routes_only() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_requests_time_out_with_503() {
-    let config = pulse::routes::HttpConfig {
+    let app = TestApp::with(&ServeArgs {
         request_timeout: std::time::Duration::from_secs(1),
-        ..Default::default()
-    };
-    let app = TestApp::with_config(&config);
+        ..ServeArgs::default()
+    });
     let reply = app.get("/delay/5").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.headers["retry-after"], "1");
@@ -487,7 +487,7 @@ async fn openapi_lists_every_contract_route() {
     let app = TestApp::new();
     let doc = app.get("/openapi.json").await.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    // PRODUCT.md 1.2, written out independently of the router.
+    // The README's endpoint table, written out independently of the router.
     let contract = [
         ("get", "/"),
         ("get", "/version"),

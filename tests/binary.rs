@@ -1,5 +1,5 @@
 //! The real `pulse` binary over real TCP: serving, the shutdown sequence of
-//! PRODUCT.md 1.5, trace propagation, configuration errors and `pulse probe`.
+//! (README "Graceful shutdown"), trace propagation, configuration errors and `pulse probe`.
 
 mod common;
 

@@ -1,7 +1,8 @@
 //! End-to-end checks on a real cluster, after `make kind-up` (or any install of the chart).
 //!
-//! Skipped unless `PULSE_E2E=1`; `make e2e` sets it. Uses the current kube context and only the
-//! Kubernetes API (port-forwards and the API server's service proxy): no kubectl needed.
+//! Ignored by `cargo test` (they report as ignored, not passed); `make e2e` runs them with
+//! `--ignored`. Uses the current kube context and only the Kubernetes API (port-forwards and the
+//! API server's service proxy): no kubectl needed.
 //! `PULSE_E2E_NAMESPACE` (default `monitoring`) and `PULSE_E2E_RELEASE` (default `pulse`) say where.
 
 use std::sync::Arc;
@@ -24,20 +25,20 @@ struct Lab {
     release: String,
 }
 
-/// `None` (and the test passes vacuously) unless PULSE_E2E=1.
-async fn lab() -> Option<Lab> {
-    if std::env::var("PULSE_E2E").as_deref() != Ok("1") {
-        eprintln!("skipped: set PULSE_E2E=1 (make e2e) to run against the current kube context");
-        return None;
-    }
+/// Why these tests are ignored by `cargo test`: `make e2e` runs them with `--ignored`.
+const NEEDS_A_CLUSTER: &str =
+    "needs a cluster with the chart installed: make kind-up, then make e2e";
+
+/// The lab in the current kube context.
+async fn lab() -> Lab {
     let client = kube::Client::try_default()
         .await
-        .expect("a kube context (make kind-up)");
-    Some(Lab {
+        .unwrap_or_else(|e| panic!("no kube context ({e}): {NEEDS_A_CLUSTER}"));
+    Lab {
         client,
         namespace: std::env::var("PULSE_E2E_NAMESPACE").unwrap_or_else(|_| "monitoring".into()),
         release: std::env::var("PULSE_E2E_RELEASE").unwrap_or_else(|_| "pulse".into()),
-    })
+    }
 }
 
 impl Lab {
@@ -134,8 +135,9 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 }
 
 #[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
 async fn deployment_is_available_and_pulse_answers_through_a_port_forward() {
-    let Some(lab) = lab().await else { return };
+    let lab = lab().await;
     let deployment = lab.api::<Deployment>().get(&lab.release).await.unwrap();
     let status = deployment.status.unwrap();
     assert_eq!(
@@ -158,8 +160,9 @@ async fn deployment_is_available_and_pulse_answers_through_a_port_forward() {
 }
 
 #[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
 async fn prometheus_scrapes_pulse_and_loaded_its_rules() {
-    let Some(lab) = lab().await else { return };
+    let lab = lab().await;
     let prometheus = lab.pod("app.kubernetes.io/name=prometheus").await;
     let query = format!(
         "/api/v1/query?query=min(up%7Bjob%3D%22{}%22%7D)",
@@ -191,8 +194,9 @@ async fn prometheus_scrapes_pulse_and_loaded_its_rules() {
 }
 
 #[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
 async fn grafana_lists_the_three_pulse_dashboards() {
-    let Some(lab) = lab().await else { return };
+    let lab = lab().await;
     let secret = lab
         .api::<Secret>()
         .get("pulse-grafana-admin")
@@ -229,8 +233,9 @@ async fn grafana_lists_the_three_pulse_dashboards() {
 }
 
 #[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
 async fn editing_the_runtime_configmap_changes_behaviour_and_publishes_an_event() {
-    let Some(lab) = lab().await else { return };
+    let lab = lab().await;
     let configmaps = lab.api::<ConfigMap>();
     let name = format!("{}-runtime", lab.release);
     let patch = |rate: &str| Patch::Merge(json!({"data": {"fault_error_rate": rate}}));
@@ -265,8 +270,9 @@ async fn editing_the_runtime_configmap_changes_behaviour_and_publishes_an_event(
 }
 
 #[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
 async fn a_rolling_restart_under_steady_load_fails_no_request() {
-    let Some(lab) = lab().await else { return };
+    let lab = lab().await;
     let lab = Arc::new(lab);
     let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let stop = Arc::new(tokio::sync::Notify::new());

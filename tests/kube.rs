@@ -7,11 +7,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Exposition, default_settings};
+use common::Exposition;
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use pulse::cluster::events::{self, EventPublisher, PodEvent};
 use pulse::cluster::{KubeConfig, KubeErrors, configmap};
+use pulse::config::PodIdentity;
+use pulse::settings::RuntimeSettings;
 use pulse::settings::{LiveSettings, Notifier, SettingsChange};
 use pulse::telemetry::Metrics;
 use serde_json::{Value, json};
@@ -87,7 +89,10 @@ struct Watch {
 fn start_watch() -> Watch {
     let (client, handle) = mock_client();
     let metrics = metrics();
-    let settings = Arc::new(LiveSettings::new(default_settings(), metrics.clone(), None));
+    let settings = Arc::new(LiveSettings::new(
+        RuntimeSettings::default(),
+        metrics.clone(),
+    ));
     let recorded = Arc::new(Recorded::default());
     settings.set_notifier(recorded.clone());
     let errors = KubeErrors::new(metrics.clone());
@@ -178,7 +183,7 @@ async fn watcher_lists_one_configmap_by_name_then_follows_changes() {
         applied[2]["fault_error_rate"], 0.0,
         "the delete restored the flags"
     );
-    assert_eq!(*w.settings.current(), default_settings());
+    assert_eq!(*w.settings.current(), RuntimeSettings::default());
     assert_eq!(
         counter(
             &w.metrics,
@@ -210,7 +215,7 @@ async fn a_missing_configmap_leaves_the_flags_in_force() {
             .unwrap_or_default()
             .contains("resourceVersion=7")
     );
-    assert_eq!(*w.settings.current(), default_settings());
+    assert_eq!(*w.settings.current(), RuntimeSettings::default());
     assert!(
         w.recorded.0.lock().unwrap().is_empty(),
         "nothing changed, nothing announced"
@@ -246,7 +251,7 @@ async fn forbidden_and_timed_out_calls_are_counted_and_retried() {
     );
     assert_eq!(
         *w.settings.current(),
-        default_settings(),
+        RuntimeSettings::default(),
         "errors change nothing"
     );
 }
@@ -254,9 +259,12 @@ async fn forbidden_and_timed_out_calls_are_counted_and_retried() {
 fn pod() -> KubeConfig {
     KubeConfig {
         configmap: "pulse-runtime".into(),
-        pod: Some("pulse-7d9f-abcde".into()),
-        namespace: Some("monitoring".into()),
-        pod_uid: Some("2f0c6a9e-1111-2222-3333-444455556666".into()),
+        pod: PodIdentity {
+            name: Some("pulse-7d9f-abcde".into()),
+            namespace: Some("monitoring".into()),
+            node: None,
+            uid: Some("2f0c6a9e-1111-2222-3333-444455556666".into()),
+        },
     }
 }
 
@@ -324,6 +332,6 @@ async fn events_are_posted_about_the_pod_and_failures_do_not_stop_the_publisher(
 #[test]
 fn without_pod_name_there_is_nothing_to_publish_about() {
     let mut config = pod();
-    config.pod = None;
+    config.pod.name = None;
     assert!(events::pod_reference(&config, "monitoring").is_none());
 }

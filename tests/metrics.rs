@@ -1,4 +1,4 @@
-//! `/metrics` honours the contract of PRODUCT.md 1.3: exact names, label names,
+//! `/metrics` honours the README's metrics table: exact names, label names,
 //! buckets and types; values that match the requests made; bounded series; and
 //! an exposition `promtool check metrics` accepts.
 
@@ -9,9 +9,9 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use common::{Exposition, TestApp};
-use pulse::routes::HttpConfig;
+use pulse::config::ServeArgs;
 
-/// Label names per metric family (without `le`), from PRODUCT.md 1.3.
+/// Label names per metric family (without `le`), as the README lists them.
 const CONTRACT: &[(&str, &str, &[&str])] = &[
     (
         "http_requests_total",
@@ -283,11 +283,10 @@ async fn unknown_paths_and_methods_create_no_series() {
 
 #[tokio::test]
 async fn the_probe_flag_puts_probes_back() {
-    let config = HttpConfig {
+    let app = TestApp::with(&ServeArgs {
         instrument_probes: true,
-        ..Default::default()
-    };
-    let app = TestApp::with_config(&config);
+        ..ServeArgs::default()
+    });
     app.get("/healthz").await;
     let m = app.scrape().await;
     let healthz = [("method", "GET"), ("route", "/healthz"), ("status", "200")];

@@ -1,7 +1,7 @@
 //! SIGTERM under load, on the real binary: while `pulse load` sends a steady
 //! rate, the server is told to stop. Nothing sent while it accepted may fail,
 //! and what was written before the signal stays readable until it stops
-//! accepting (PRODUCT.md 1.5).
+//! accepting (README "Graceful shutdown").
 
 mod common;
 

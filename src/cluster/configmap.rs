@@ -9,6 +9,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 
 use super::KubeErrors;
 use crate::settings::LiveSettings;
+use crate::telemetry::labels::KubeOperation;
 
 /// Watches `namespace/name` until the process ends. Each add or change applies the
 /// ConfigMap's data (within the watch latency: well under the 2 s the chart
@@ -32,11 +33,11 @@ pub async fn watch(
             // `Init` only announces a (re)list, which may still fail: not proof of success.
             Ok(watcher::Event::Init) => watcher::Event::Init,
             Ok(event) => {
-                errors.succeeded("watch");
+                errors.succeeded(KubeOperation::Watch);
                 event
             }
             Err(e) => {
-                errors.failed("watch", &e);
+                errors.failed(KubeOperation::Watch, &e);
                 continue;
             }
         };

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{KubeConfig, KubeErrors};
 use crate::settings::{Notifier, SettingsChange};
+use crate::telemetry::labels::KubeOperation;
 
 /// Events waiting for the API; beyond this, new ones are dropped (they are informational).
 const QUEUE: usize = 64;
@@ -86,9 +87,9 @@ pub fn pod_reference(config: &KubeConfig, namespace: &str) -> Option<ObjectRefer
     Some(ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
-        name: Some(config.pod.clone()?),
+        name: Some(config.pod.name.clone()?),
         namespace: Some(namespace.to_owned()),
-        uid: config.pod_uid.clone(),
+        uid: config.pod.uid.clone(),
         ..Default::default()
     })
 }
@@ -119,8 +120,8 @@ pub async fn run(
             secondary: None,
         };
         match recorder.publish(&event, &pod).await {
-            Ok(()) => errors.succeeded("event"),
-            Err(e) => errors.failed("event", &e),
+            Ok(()) => errors.succeeded(KubeOperation::Event),
+            Err(e) => errors.failed(KubeOperation::Event, &e),
         }
     }
 }

@@ -11,60 +11,21 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::ValueEnum;
-use opentelemetry::KeyValue;
-
 pub use events::{EventPublisher, PodEvent};
 
+use crate::config::PodIdentity;
 use crate::settings::LiveSettings;
 use crate::telemetry::Metrics;
-
-/// `--kube`: whether to use the Kubernetes API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KubeMode {
-    /// On when running in a cluster (`KUBERNETES_SERVICE_HOST` is set).
-    Auto,
-    /// Always (in-cluster config or the kubeconfig).
-    On,
-    /// Never.
-    Off,
-}
-
-impl KubeMode {
-    /// Whether the API should be used in this environment.
-    pub fn enabled(self) -> bool {
-        match self {
-            Self::On => true,
-            Self::Off => false,
-            Self::Auto => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
-        }
-    }
-}
+use crate::telemetry::labels::KubeOperation;
 
 /// Where Pulse runs and what to watch.
 #[derive(Debug, Clone)]
 pub struct KubeConfig {
     /// The runtime ConfigMap's name.
     pub configmap: String,
-    /// The pod's name (`POD_NAME`), for Events.
-    pub pod: Option<String>,
-    /// The pod's namespace (`POD_NAMESPACE`); the client's default otherwise.
-    pub namespace: Option<String>,
-    /// The pod's uid (`POD_UID`), for Events.
-    pub pod_uid: Option<String>,
-}
-
-impl KubeConfig {
-    /// Reads the pod's identity from the downward-API variables.
-    pub fn from_env(configmap: String) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Self {
-            configmap,
-            pod: var("POD_NAME"),
-            namespace: var("POD_NAMESPACE"),
-            pod_uid: var("POD_UID"),
-        }
-    }
+    /// The pod's identity: its name and uid for Events, its namespace for the
+    /// ConfigMap (the client's default namespace otherwise).
+    pub pod: PodIdentity,
 }
 
 /// Counts every failed API call and logs the first failure of each operation at
@@ -72,17 +33,13 @@ impl KubeConfig {
 #[derive(Debug)]
 pub struct KubeErrors {
     metrics: Arc<Metrics>,
-    failing: Mutex<HashSet<&'static str>>,
+    failing: Mutex<HashSet<KubeOperation>>,
 }
 
 impl KubeErrors {
     /// Reports into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
-        for operation in ["connect", "watch", "event"] {
-            metrics
-                .kube_errors
-                .add(0, &[KeyValue::new("operation", operation)]);
-        }
+        metrics.kube_errors_start();
         Arc::new(Self {
             metrics,
             failing: Mutex::new(HashSet::new()),
@@ -90,15 +47,14 @@ impl KubeErrors {
     }
 
     /// One failed call.
-    pub fn failed(&self, operation: &'static str, error: &dyn std::fmt::Display) {
-        self.metrics
-            .kube_errors
-            .add(1, &[KeyValue::new("operation", operation)]);
+    pub fn failed(&self, operation: KubeOperation, error: &dyn std::fmt::Display) {
+        self.metrics.kube_error(operation);
         let first = self
             .failing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(operation);
+        let operation = operation.as_str();
         if first {
             tracing::warn!(operation, %error, "Kubernetes API call failed; serving on, retrying with backoff");
         } else {
@@ -107,14 +63,17 @@ impl KubeErrors {
     }
 
     /// The operation works (again).
-    pub fn succeeded(&self, operation: &'static str) {
+    pub fn succeeded(&self, operation: KubeOperation) {
         let was_failing = self
             .failing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(operation);
+            .remove(&operation);
         if was_failing {
-            tracing::info!(operation, "Kubernetes API call works again");
+            tracing::info!(
+                operation = operation.as_str(),
+                "Kubernetes API call works again"
+            );
         }
     }
 }
@@ -137,6 +96,7 @@ pub fn start(
     tokio::spawn(async move {
         let client = connect(&errors).await;
         let namespace = config
+            .pod
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
@@ -161,10 +121,10 @@ async fn connect(errors: &KubeErrors) -> kube::Client {
     loop {
         match kube::Client::try_default().await {
             Ok(client) => {
-                errors.succeeded("connect");
+                errors.succeeded(KubeOperation::Connect);
                 return client;
             }
-            Err(e) => errors.failed("connect", &e),
+            Err(e) => errors.failed(KubeOperation::Connect, &e),
         }
         tokio::time::sleep(backoff(attempt)).await;
         attempt += 1;
@@ -179,11 +139,5 @@ mod tests {
     fn backoff_doubles_up_to_a_minute() {
         let waits: Vec<u64> = (0..9).map(|a| backoff(a).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-    }
-
-    #[test]
-    fn modes() {
-        assert!(KubeMode::On.enabled());
-        assert!(!KubeMode::Off.enabled());
     }
 }

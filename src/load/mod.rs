@@ -53,7 +53,7 @@ pub struct LoadArgs {
     #[arg(long, env = "PULSE_LOAD_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Exit 1 when (5xx + failed) / requests exceeds this (0..=1).
-    #[arg(long, env = "PULSE_LOAD_MAX_ERROR_RATE", value_parser = parse_fraction)]
+    #[arg(long, env = "PULSE_LOAD_MAX_ERROR_RATE", value_parser = crate::config::rules::rate)]
     pub max_error_rate: Option<f64>,
     /// Per-request timeout; a request without an answer by then counts as failed.
     #[arg(long, env = "PULSE_LOAD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -86,13 +86,6 @@ fn parse_rate(value: &str) -> Result<f64, String> {
     match value.trim_end_matches("/s").parse::<f64>() {
         Ok(r) if r.is_finite() && (0.0..=1_000_000.0).contains(&r) => Ok(r),
         _ => Err("expected requests per second from 0 (unlimited) to 1000000".into()),
-    }
-}
-
-fn parse_fraction(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err("expected a number between 0 and 1 (0.01 = 1%)".into()),
     }
 }
 
@@ -289,7 +282,7 @@ mod tests {
         assert!(parse_run_duration("0s").is_err());
         assert_eq!(parse_rate("200/s"), Ok(200.0));
         assert!(parse_rate("-1").is_err() && parse_rate("NaN").is_err());
-        assert!(parse_fraction("1.5").is_err());
+        assert!(crate::config::rules::rate("1.5").is_err());
         assert_eq!(
             parse_target("http://127.0.0.1:8080/").as_deref(),
             Ok("http://127.0.0.1:8080")

@@ -17,22 +17,6 @@ use rand::Rng as _;
 use crate::error::ApiError;
 use crate::settings::LiveSettings;
 
-/// How often and how much to misbehave.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FaultConfig {
-    /// Fraction of requests answered with an injected 500, in 0..=1.
-    pub error_rate: f64,
-    /// Upper bound of a uniformly random extra delay; zero disables delays.
-    pub delay_max: Duration,
-}
-
-impl FaultConfig {
-    /// Whether any fault can be injected at all.
-    pub fn is_active(&self) -> bool {
-        self.error_rate > 0.0 || !self.delay_max.is_zero()
-    }
-}
-
 /// Middleware: delays and/or fails the request according to the settings in force.
 pub async fn inject(
     State(settings): State<Arc<LiveSettings>>,

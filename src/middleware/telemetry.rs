@@ -5,79 +5,46 @@
 //! is known: labels use the template, never the raw path, and requests that match
 //! no route share `route="unmatched"`. No request can create a new series.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, Version, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
+use opentelemetry::global;
 use opentelemetry::trace::SpanContext;
 use opentelemetry::trace::TraceContextExt as _;
-use opentelemetry::{KeyValue, global};
 use opentelemetry_http::HeaderExtractor;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::error::ErrorType;
-use crate::readiness::Readiness;
 use crate::telemetry::Metrics;
-use crate::telemetry::routes::{METHODS, RouteTable, RouteTelemetry};
-
-/// Route label of requests that matched no route.
-pub const UNMATCHED: &str = "unmatched";
+use crate::telemetry::labels::HttpMethod;
+use crate::telemetry::routes::{RouteTable, RouteTelemetry, UNMATCHED};
 
 /// What the telemetry middleware needs.
 #[derive(Debug, Clone)]
 pub struct HttpTelemetry {
     /// Where to record errors.
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
     /// Per-route handles (bound instruments, span names).
-    pub routes: Arc<RouteTable>,
-    /// Read to close keep-alive connections while shutting down.
-    pub readiness: Arc<Readiness>,
-    /// Record probes and `/metrics` like any other route.
-    pub instrument_probes: bool,
+    routes: Arc<RouteTable>,
 }
 
 impl HttpTelemetry {
-    /// Telemetry recording into `metrics`.
-    pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>, instrument_probes: bool) -> Self {
+    /// Telemetry recording into `metrics`; requests of the `unrecorded` route
+    /// templates (probes, `/metrics`) get a debug-level span and no `http_*` series.
+    pub fn new(metrics: Arc<Metrics>, unrecorded: BTreeSet<String>) -> Self {
         Self {
-            routes: Arc::new(RouteTable::new(metrics.clone())),
+            routes: Arc::new(RouteTable::new(metrics.clone(), unrecorded)),
             metrics,
-            readiness,
-            instrument_probes,
         }
     }
-}
-
-/// The index in [`METHODS`] of the `method` label: the standard name, or `_OTHER`
-/// for anything else, so a client inventing methods cannot create series.
-pub fn method_index(method: &Method) -> usize {
-    match *method {
-        Method::GET => 0,
-        Method::HEAD => 1,
-        Method::POST => 2,
-        Method::PUT => 3,
-        Method::DELETE => 4,
-        Method::CONNECT => 5,
-        Method::OPTIONS => 6,
-        Method::TRACE => 7,
-        Method::PATCH => 8,
-        _ => 9,
-    }
-}
-
-/// Probes and scrapes: left out of `http_*` and `app_requests_total` by default,
-/// because they would drown the workload's numbers.
-pub fn is_probe_route(route: &str) -> bool {
-    route == "/metrics"
-        || route == "/healthz"
-        || route.starts_with("/readyz")
-        || route.starts_with("/health")
 }
 
 /// Builds the request span at a level chosen at run time (the `span!` macro
@@ -95,14 +62,13 @@ macro_rules! request_span {
 /// Middleware: records one request.
 pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method_index = method_index(request.method());
-    let method = METHODS[method_index];
+    let method = HttpMethod::from(request.method());
     let matched = request.extensions().get::<MatchedPath>();
     let route = t
         .routes
-        .get(method_index, matched.map_or(UNMATCHED, |p| p.as_str()));
-    let instrumented = t.instrument_probes || !is_probe_route(&route.route);
-    let http1 = request.version() <= Version::HTTP_11;
+        .get(method, matched.map_or(UNMATCHED, |p| p.as_str()));
+    let instrumented = route.recorded;
+    let method = method.as_str();
 
     let span = request_span!(
         instrumented,
@@ -143,10 +109,8 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
             body_size(response.body()),
         );
     }
-    if let Some(ErrorType(error_type)) = response.extensions().get::<ErrorType>() {
-        t.metrics
-            .api_errors
-            .add(1, &[KeyValue::new("error_type", *error_type)]);
+    if let Some(ErrorType(kind)) = response.extensions().get::<ErrorType>() {
+        t.metrics.api_error(*kind);
     }
 
     span.record("http.response.status_code", status.as_u16());
@@ -157,12 +121,6 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
         response
             .headers_mut()
             .insert(TRACEPARENT, traceparent(&span_context));
-    }
-    if http1 && t.readiness.is_shutting_down() {
-        // Tell keep-alive clients to reconnect, which lands them on another pod.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
@@ -239,30 +197,5 @@ mod tests {
             traceparent(&span),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
-    }
-
-    #[test]
-    fn unknown_methods_collapse() {
-        assert_eq!(METHODS[method_index(&Method::GET)], "GET");
-        assert_eq!(METHODS[method_index(&Method::PATCH)], "PATCH");
-        let custom = Method::from_bytes(b"BREW").unwrap();
-        assert_eq!(METHODS[method_index(&custom)], "_OTHER");
-    }
-
-    #[test]
-    fn probes_are_recognised() {
-        for route in [
-            "/metrics",
-            "/healthz",
-            "/readyz",
-            "/health",
-            "/health/live",
-            "/health/ready",
-        ] {
-            assert!(is_probe_route(route), "{route}");
-        }
-        for route in ["/", "/api/users", "/data", UNMATCHED] {
-            assert!(!is_probe_route(route), "{route}");
-        }
     }
 }

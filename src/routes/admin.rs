@@ -5,13 +5,11 @@
 //! Restrict who reaches it with the chart's NetworkPolicy.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::extract::rejection::JsonRejection;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::settings::{RuntimeSettings, SettingsPatch};
-
+use crate::settings::{RuntimeSettings, SettingsError, SettingsPatch};
 use crate::state::AppState;
 
 /// The runtime settings in force.
@@ -26,22 +24,36 @@ pub async fn get(State(state): State<AppState>) -> Json<RuntimeSettings> {
     request_body = SettingsPatch,
     responses(
         (status = 200, description = "Settings in force after the change", body = RuntimeSettings),
-        (status = 400, description = "Rejected; the previous settings stay", body = ErrorBody),
+        (status = 400, description = "Rejected (malformed JSON, unknown key, wrong type or value out of range); the previous settings stay", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    patch: Result<Json<SettingsPatch>, JsonRejection>,
 ) -> Result<Json<RuntimeSettings>, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(crate::extract::is_json_content_type);
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    match state.settings.update_from_json(&body) {
+    let patch = match patch {
+        Ok(Json(patch)) => patch,
+        Err(rejection) => {
+            // A body that is not a patch is a rejected change too: counted and
+            // published like an invalid value.
+            state
+                .settings
+                .reject_update(&SettingsError::one(rejection.body_text()));
+            // A wrong key or value is a rejected change (400, naming the key), like
+            // a value out of range; a body that is not JSON keeps its own status.
+            return Err(match ApiError::from(rejection) {
+                ApiError::Unprocessable { message, field } => ApiError::Validation {
+                    message: format!(
+                        "runtime settings rejected, previous settings kept: {message}"
+                    )
+                    .into(),
+                    field,
+                },
+                other => other,
+            });
+        }
+    };
+    match state.settings.update(&patch) {
         Ok(settings) => Ok(Json((*settings).clone())),
         Err(err) => Err(ApiError::Validation {
             message: format!("runtime settings rejected, previous settings kept: {err}").into(),

@@ -1,4 +1,4 @@
-//! `/data`: the key-value store of seed 002.
+//! `/data`: a key-value store of JSON values.
 
 use axum::Json;
 use axum::extract::State;
@@ -19,19 +19,31 @@ const MAX_KEY_CHARS: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
     /// Unique key: 1 to 256 characters, no control characters.
+    // Optional here and required by `put`, which can then name the missing field.
+    #[serde(default, deserialize_with = "present")]
     #[schema(
+        value_type = String,
+        required = true,
         example = "test",
         min_length = 1,
         max_length = 256,
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
     )]
-    pub key: String,
+    pub key: Option<String>,
     /// Any JSON value, `null` included; required.
-    // With `deserialize_with`, serde reports a missing field instead of
-    // silently reading it as `null`.
-    #[serde(deserialize_with = "serde_json::Value::deserialize")]
-    #[schema(example = "data")]
-    pub value: serde_json::Value,
+    // `present` keeps `null` as a value (`Option` alone would read it as missing).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = serde_json::Value, required = true, example = "data")]
+    pub value: Option<serde_json::Value>,
+}
+
+/// A field that may be absent (`None`) but, when present, is taken as it is.
+fn present<'de, D, T>(value: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(value).map(Some)
 }
 
 /// All items.
@@ -57,13 +69,6 @@ fn not_found(key: &str) -> ApiError {
     ApiError::NotFound(format!("no item with key {key:?}").into())
 }
 
-/// Keeps `pulse_data_items` in step with the store after a change.
-async fn record_item_count(state: &AppState) -> Result<(), ApiError> {
-    let count = state.store.item_count().await?;
-    state.metrics.data_items.record(count as u64, &[]);
-    Ok(())
-}
-
 /// Store an item (201 when the key is new, 200 when its value was replaced).
 #[utoipa::path(post, path = "/data", operation_id = "put_item", tag = "data",
     request_body = ItemInput,
@@ -79,16 +84,18 @@ pub async fn put(
     State(state): State<AppState>,
     extract::Json(input): extract::Json<ItemInput>,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
-    validate_key(&input.key)?;
-    let item = Item {
-        key: input.key,
-        value: input.value,
-    };
+    let key = input
+        .key
+        .ok_or_else(|| ApiError::unprocessable("key", "key is required"))?;
+    let value = input
+        .value
+        .ok_or_else(|| ApiError::unprocessable("value", "value is required"))?;
+    validate_key(&key)?;
+    let item = Item { key, value };
     let status = match state.store.put_item(item.clone()).await? {
         Put::Created => StatusCode::CREATED,
         Put::Replaced => StatusCode::OK,
     };
-    record_item_count(&state).await?;
     Ok((status, Json(item)))
 }
 
@@ -134,6 +141,5 @@ pub async fn delete(
     if !state.store.delete_item(&key).await? {
         return Err(not_found(&key));
     }
-    record_item_count(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -47,7 +47,7 @@ pub struct ItemId {
     pub item_id: i64,
 }
 
-/// The answer of `/items/{item_id}` (seed 003).
+/// The answer of `/items/{item_id}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemBody {
     /// The id from the path.
@@ -58,7 +58,7 @@ pub struct ItemBody {
     pub q: Option<String>,
 }
 
-/// Responds after a random 2–3 s (seed 001).
+/// Responds after a random 2–3 s.
 #[utoipa::path(get, path = "/api/slow", operation_id = "slow", tag = "demo",
     responses((status = 200, description = "After 2 to 3 seconds", body = DelayBody)))]
 pub async fn slow() -> Json<DelayBody> {
@@ -146,7 +146,7 @@ async fn status(Path(code): Path<String>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// Returns the item id and query (seed 003).
+/// Returns the item id and query.
 #[utoipa::path(get, path = "/items/{item_id}", operation_id = "get_demo_item", tag = "demo",
     params(("item_id" = i64, Path, description = "Integer id"), ItemQuery),
     responses(

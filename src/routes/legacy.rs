@@ -1,4 +1,5 @@
-//! Seed 000's gauges: `/update?users=N` and `/cpu?value=X`.
+//! The legacy gauges: `/update?users=N` sets `app_active_users`, `/cpu?value=X`
+//! sets `app_cpu_usage_percent`, for dashboards and alert drills driven by hand.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,7 +10,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
 use crate::state::AppState;
 
-/// The seeds' success answer.
+/// The success answer of the legacy gauge endpoints.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusOk {
     /// Always `ok`.
@@ -22,8 +23,9 @@ pub struct StatusOk {
 #[into_params(parameter_in = Query)]
 pub struct UpdateQuery {
     /// Active users, 0 or more.
-    #[param(minimum = 0)]
-    pub users: i64,
+    // Optional here and required by the handler, which can then name it.
+    #[param(minimum = 0, required = true, value_type = i64)]
+    pub users: Option<i64>,
 }
 
 /// Query of `/cpu`.
@@ -31,8 +33,8 @@ pub struct UpdateQuery {
 #[into_params(parameter_in = Query)]
 pub struct CpuQuery {
     /// CPU usage in percent, 0 to 100.
-    #[param(minimum = 0, maximum = 100)]
-    pub value: f64,
+    #[param(minimum = 0, maximum = 100, required = true, value_type = f64)]
+    pub value: Option<f64>,
 }
 
 /// Sets `app_active_users`.
@@ -44,10 +46,13 @@ pub async fn update(
     State(state): State<AppState>,
     Query(query): Query<UpdateQuery>,
 ) -> Result<Json<StatusOk>, ApiError> {
-    if query.users < 0 {
+    let users = query
+        .users
+        .ok_or_else(|| ApiError::invalid("users", "users is required"))?;
+    if users < 0 {
         return Err(ApiError::invalid("users", "Users cannot be negative"));
     }
-    state.metrics.active_users.record(query.users, &[]);
+    state.metrics.set_active_users(users);
     Ok(Json(StatusOk { status: "ok" }))
 }
 
@@ -60,10 +65,13 @@ pub async fn cpu(
     State(state): State<AppState>,
     Query(query): Query<CpuQuery>,
 ) -> Result<Json<StatusOk>, ApiError> {
+    let value = query
+        .value
+        .ok_or_else(|| ApiError::invalid("value", "value is required"))?;
     // NaN fails `contains`, so it is rejected along with the out-of-range values.
-    if !(0.0..=100.0).contains(&query.value) {
+    if !(0.0..=100.0).contains(&value) {
         return Err(ApiError::invalid("value", "CPU must be 0–100"));
     }
-    state.metrics.cpu_usage_percent.record(query.value, &[]);
+    state.metrics.set_cpu_usage(value);
     Ok(Json(StatusOk { status: "ok" }))
 }

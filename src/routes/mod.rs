@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod users;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -24,15 +25,15 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENCY};
+use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::middleware::fault;
 use crate::middleware::overload::{self, ConcurrencyLimit};
 use crate::middleware::telemetry::{self, HttpTelemetry};
 use crate::middleware::timeout;
+use crate::middleware::{drain, fault};
 use crate::state::AppState;
 
-/// How the HTTP layers behave.
+/// How the HTTP layers behave: the part of [`ServeArgs`] the routers read.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest accepted request body; larger gets 413.
@@ -51,15 +52,15 @@ pub struct HttpConfig {
     pub telemetry: bool,
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
+impl From<&ServeArgs> for HttpConfig {
+    fn from(args: &ServeArgs) -> Self {
         Self {
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            request_timeout: Duration::from_secs(30),
-            max_concurrency: DEFAULT_MAX_CONCURRENCY,
-            separate_admin: false,
-            instrument_probes: false,
-            telemetry: true,
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: args.request_timeout,
+            max_concurrency: args.max_concurrency,
+            separate_admin: args.admin_addr.is_some(),
+            instrument_probes: args.instrument_probes,
+            telemetry: !args.disable_http_telemetry,
         }
     }
 }
@@ -81,18 +82,36 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(data::get, data::delete))
 }
 
-/// Operations: identity, probes, metrics, this document. Never faulted.
+/// Operations: identity, this document, and the [`probe_routes`]. Never faulted.
 fn ops_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(info::root))
         .routes(routes!(info::version))
+        .routes(routes!(openapi::openapi_json))
+        .merge(probe_routes())
+}
+
+/// Probes and the scrape: asked every few seconds by machines, so left out of the
+/// `http_*` and `app_requests_total` series unless `--instrument-probes` is set
+/// (they would drown the workload's numbers).
+fn probe_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::health_live))
         .routes(routes!(health::readyz))
         .routes(routes!(health::health_ready))
         .routes(routes!(health::health))
         .routes(routes!(metrics::metrics))
-        .routes(routes!(openapi::openapi_json))
+}
+
+/// The route templates of [`probe_routes`].
+pub fn probe_paths() -> BTreeSet<String> {
+    probe_routes()
+        .into_openapi()
+        .paths
+        .paths
+        .into_keys()
+        .collect()
 }
 
 /// Routes that change this process: the readiness switch and the runtime
@@ -166,19 +185,21 @@ pub fn admin_router(state: AppState, config: &HttpConfig) -> Router {
     with_layers(router, state, config)
 }
 
-/// Fallbacks and the layers every listener has: body limit, timeout, telemetry.
+/// Fallbacks and the layers every listener has: telemetry, drain, timeout, body limit.
 fn with_layers(router: Router<AppState>, state: AppState, config: &HttpConfig) -> Router {
     let telemetry = config.telemetry.then(|| {
-        let telemetry = HttpTelemetry::new(
-            state.metrics.clone(),
-            state.readiness.clone(),
-            config.instrument_probes,
-        );
+        let unrecorded = if config.instrument_probes {
+            BTreeSet::new()
+        } else {
+            probe_paths()
+        };
+        let telemetry = HttpTelemetry::new(state.metrics.clone(), unrecorded);
         middleware::from_fn_with_state(telemetry, telemetry::track)
     });
     // Outermost first; one `layer` call, so one boxed service per request.
     let layers = ServiceBuilder::new()
         .option_layer(telemetry)
+        .layer(drain::layer(state.readiness.clone()))
         .layer(middleware::from_fn_with_state(
             config.request_timeout,
             timeout::enforce,

@@ -25,10 +25,10 @@ use crate::error::ErrorBody;
         (name = "info", description = "Who is answering"),
         (name = "health", description = "Liveness, readiness and detailed health"),
         (name = "telemetry", description = "Metrics and this document"),
-        (name = "users", description = "Users CRUD (seed 001)"),
-        (name = "data", description = "Key-value store (seed 002)"),
+        (name = "users", description = "Users CRUD"),
+        (name = "data", description = "Key-value store"),
         (name = "demo", description = "Slow, failing, delayed and arbitrary-status endpoints"),
-        (name = "legacy", description = "Seed 000 gauges"),
+        (name = "legacy", description = "Gauges set by hand: active users and CPU usage"),
         (name = "admin", description = "Runtime settings of this process"),
     )
 )]

@@ -1,10 +1,12 @@
-//! `/api/users`: the seeds' CRUD API. Input comes as JSON or as query params.
+//! `/api/users`: a users CRUD API. Input comes as JSON or as query params
+//! (`curl -X POST '/api/users?name=John&email=john@example.com'`).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 
 use crate::error::ApiError;
 use crate::extract::{JsonOrQuery, Path};
@@ -15,48 +17,83 @@ use crate::store::{NewUser, User, UserChanges};
 const MAX_NAME_CHARS: usize = 100;
 /// Longest accepted email (RFC 5321 path limit).
 const MAX_EMAIL_CHARS: usize = 254;
+/// The name rule as a pattern, for the OpenAPI document: no control characters,
+/// and at least one character that is not white space. [`validate_name`] checks it.
+const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$";
+/// The email rule as a pattern: one `@` with something on both sides, no white
+/// space or control characters. [`validate_email`] checks it.
+const EMAIL_PATTERN: &str = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$";
+
+/// The schema of a user name, built from the constants above (utoipa's
+/// attributes take only literals, and the create and update bodies share it).
+pub struct UserName;
+
+impl utoipa::PartialSchema for UserName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "Display name: 1 to {MAX_NAME_CHARS} characters, not blank, no control characters."
+            )))
+            .min_length(Some(1))
+            .max_length(Some(MAX_NAME_CHARS))
+            .pattern(Some(NAME_PATTERN))
+            .examples(["John"])
+            .into()
+    }
+}
+
+impl ToSchema for UserName {}
+
+/// The schema of an email address (see [`UserName`]).
+pub struct Email;
+
+impl utoipa::PartialSchema for Email {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "Email address: `local@domain`, at most {MAX_EMAIL_CHARS} characters, no spaces."
+            )))
+            .max_length(Some(MAX_EMAIL_CHARS))
+            .pattern(Some(EMAIL_PATTERN))
+            .examples(["john@example.com"])
+            .into()
+    }
+}
+
+impl ToSchema for Email {}
 
 /// User fields to change: at least one. A field may be left out, not sent as `null`.
-// Also read from the query string (the seeds' form), and by `create`, which
-// then checks that both are there.
+// Also read from the query string, and by `create`, which then checks that both
+// are there.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1)]
 pub struct UserInput {
-    /// Display name: 1 to 100 characters, not blank, no control characters.
+    /// Display name.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false, example = "John", min_length = 1,
-             max_length = 100, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(value_type = UserName, required = false)]
     pub name: Option<String>,
-    /// Email address: `local@domain`, at most 254 characters, no spaces.
+    /// Email address.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, required = false, example = "john@example.com",
-             max_length = 254, pattern = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$")]
+    #[schema(value_type = Email, required = false)]
     pub email: Option<String>,
 }
 
 /// A new user: both fields required.
-// Documentation only: `create` reads a `UserInput`, so that the seeds' query
-// form works too, and applies these rules itself.
+// Documentation only: `create` reads a `UserInput`, so that the query form works
+// too, and requires both fields itself.
 // `deny_unknown_fields` is how utoipa learns `additionalProperties: false`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // read by utoipa only
 pub struct NewUserInput {
-    /// Display name: 1 to 100 characters, not blank, no control characters.
-    #[schema(
-        example = "John",
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
-    )]
+    /// Display name.
+    #[schema(value_type = UserName)]
     name: String,
-    /// Email address: `local@domain`, at most 254 characters, no spaces.
-    #[schema(
-        example = "john@example.com",
-        max_length = 254,
-        pattern = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$"
-    )]
+    /// Email address.
+    #[schema(value_type = Email)]
     email: String,
 }
 
@@ -82,7 +119,7 @@ pub struct UserList {
     pub count: usize,
 }
 
-/// The rules of [`NewUserInput::name`]; the stored name is trimmed.
+/// The rules of [`UserName`]; the stored name is trimmed.
 fn validate_name(name: String) -> Result<String, ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::invalid("name", "name must not be blank"));
@@ -90,13 +127,13 @@ fn validate_name(name: String) -> Result<String, ApiError> {
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "name",
-            "name must be at most 100 printable characters",
+            format!("name must be at most {MAX_NAME_CHARS} printable characters"),
         ));
     }
     Ok(name.trim().to_owned())
 }
 
-/// The rules of [`NewUserInput::email`].
+/// The rules of [`Email`].
 fn validate_email(email: String) -> Result<String, ApiError> {
     let well_formed = email.chars().count() <= MAX_EMAIL_CHARS
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -111,13 +148,6 @@ fn validate_email(email: String) -> Result<String, ApiError> {
             "email must look like name@example.com",
         ))
     }
-}
-
-/// Keeps `pulse_users` in step with the store after a change.
-async fn record_user_count(state: &AppState) -> Result<(), ApiError> {
-    let count = state.store.user_count().await?;
-    state.metrics.users.record(count as u64, &[]);
-    Ok(())
 }
 
 fn not_found(id: u64) -> ApiError {
@@ -135,7 +165,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiEr
     }))
 }
 
-/// Create a user from a JSON body. The seeds' form, `?name=...&email=...` with
+/// Create a user from a JSON body. The query form, `?name=...&email=...` with
 /// an empty body, is accepted too.
 #[utoipa::path(post, path = "/api/users", operation_id = "create_user", tag = "users",
     request_body(content = NewUserInput),
@@ -160,7 +190,6 @@ pub async fn create(
             .ok_or_else(|| ApiError::invalid("email", "email is required"))?,
     )?;
     let user = state.store.create_user(NewUser { name, email }).await?;
-    record_user_count(&state).await?;
     tracing::info!(user.id = user.id, "user created");
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -234,7 +263,6 @@ pub async fn delete(
     if !state.store.delete_user(id).await? {
         return Err(not_found(id));
     }
-    record_user_count(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,18 +19,11 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use opentelemetry::KeyValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::telemetry::Metrics;
-
-/// `api_errors_total{error_type}` of a connection closed because its request
-/// head did not arrive within `--header-read-timeout`.
-const HEADER_TIMEOUT: &str = "header_timeout";
-/// `api_errors_total{error_type}` of a request hyper could not parse (it answers
-/// 400, 414 or 431 itself, before any route runs).
-const MALFORMED: &str = "malformed_request";
+use crate::telemetry::labels::ErrorKind;
 
 /// Serves `app` on `listener`, one hyper connection per client.
 pub struct Connections {
@@ -105,7 +98,7 @@ impl Connections {
     fn serve(&self, stream: TcpStream) {
         // Small JSON answers: do not wait for Nagle to fill a segment.
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Idle::default());
         let io = TokioIo::new(Watched {
             inner: stream,
             activity: activity.clone(),
@@ -125,25 +118,25 @@ impl Connections {
 
 /// Counts the connection failures a client caused; the rest (resets, clients
 /// that hang up) are normal on the internet and only logged at debug.
-fn connection_failed(err: &hyper::Error, activity: &Activity, metrics: &Metrics) {
-    let error_type = if err.is_timeout() {
+fn connection_failed(err: &hyper::Error, idle: &Idle, metrics: &Metrics) {
+    let kind = if err.is_timeout() {
         // hyper's header timer also runs while a keep-alive connection waits
         // for its next request: closing an idle connection is not an error.
-        if activity.is_idle() {
+        if idle.get() {
             tracing::trace!("idle keep-alive connection closed");
             return;
         }
-        HEADER_TIMEOUT
+        // A request head that did not arrive within `--header-read-timeout`.
+        ErrorKind::HeaderTimeout
     } else if err.is_parse() {
-        MALFORMED
+        // hyper answered 400, 414 or 431 itself, before any route ran.
+        ErrorKind::MalformedRequest
     } else {
         tracing::debug!(error = %err, "connection ended with an error");
         return;
     };
-    tracing::debug!(error = %err, error_type, "connection closed");
-    metrics
-        .api_errors
-        .add(1, &[KeyValue::new("error_type", error_type)]);
+    tracing::debug!(error = %err, error_type = kind.as_str(), "connection closed");
+    metrics.api_error(kind);
 }
 
 /// Accept errors are per connection (the client went away) or per process
@@ -160,33 +153,26 @@ async fn accept_failed(err: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Where a connection is in its request cycle, as seen from its bytes.
-#[derive(Debug)]
-struct Activity(AtomicU8);
+/// Whether a connection is between requests: a response was written and no
+/// byte has arrived since. A new connection is not idle: a client that opens
+/// one and sends nothing is what the header read timeout is for.
+#[derive(Debug, Default)]
+struct Idle(AtomicBool);
 
-impl Default for Activity {
-    fn default() -> Self {
-        Self(AtomicU8::new(NEW))
+impl Idle {
+    fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, idle: bool) {
+        self.0.store(idle, Ordering::Relaxed);
     }
 }
 
-/// Nothing received yet.
-const NEW: u8 = 0;
-/// A response was written and nothing has arrived since.
-const IDLE: u8 = 1;
-/// Bytes of a request arrived after the last response.
-const READING: u8 = 2;
-
-impl Activity {
-    fn is_idle(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == IDLE
-    }
-}
-
-/// A TCP stream that records [`Activity`].
+/// A TCP stream that records whether it is [`Idle`].
 struct Watched {
     inner: TcpStream,
-    activity: Arc<Activity>,
+    activity: Arc<Idle>,
 }
 
 impl AsyncRead for Watched {
@@ -198,7 +184,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.0.store(READING, Ordering::Relaxed);
+            self.activity.set(false);
         }
         poll
     }
@@ -212,7 +198,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.0.store(IDLE, Ordering::Relaxed);
+            self.activity.set(true);
         }
         poll
     }
@@ -224,7 +210,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.0.store(IDLE, Ordering::Relaxed);
+            self.activity.set(true);
         }
         poll
     }

@@ -4,14 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
-use opentelemetry::KeyValue;
 
-use super::{RuntimeSettings, SettingsError, SettingsPatch};
-use crate::middleware::fault::FaultConfig;
-use crate::telemetry::Metrics;
-
-/// Replaces the active log filter; the error is shown to whoever asked for the change.
-pub type LogReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+use super::{FaultConfig, RuntimeSettings, SettingsError, SettingsPatch};
+use crate::telemetry::labels::ReloadResult;
+use crate::telemetry::{LogReloader, Metrics};
 
 /// A change that was applied or rejected, for whoever publishes such things (Kubernetes Events).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +39,8 @@ pub struct LiveSettings {
     /// From the command line; what a declarative source starts from.
     base: RuntimeSettings,
     current: ArcSwap<RuntimeSettings>,
-    log_reloader: Option<LogReloader>,
+    /// Set once the global log subscriber is installed (never in most tests).
+    log_reloader: OnceLock<LogReloader>,
     metrics: Arc<Metrics>,
     notifier: OnceLock<Arc<dyn Notifier>>,
     /// Serialises writers, so check-then-swap is atomic across sources.
@@ -60,22 +57,12 @@ impl std::fmt::Debug for LiveSettings {
 
 impl LiveSettings {
     /// Starts with `base` in force.
-    pub fn new(
-        base: RuntimeSettings,
-        metrics: Arc<Metrics>,
-        log_reloader: Option<LogReloader>,
-    ) -> Self {
-        for result in ["applied", "rejected"] {
-            // Zero-valued series from the start, so `increase()` sees the first change.
-            metrics
-                .config_reloads
-                .add(0, &[KeyValue::new("result", result)]);
-        }
+    pub fn new(base: RuntimeSettings, metrics: Arc<Metrics>) -> Self {
         record_gauges(&metrics, &base);
         Self {
             current: ArcSwap::from_pointee(base.clone()),
             base,
-            log_reloader,
+            log_reloader: OnceLock::new(),
             metrics,
             notifier: OnceLock::new(),
             writer: Mutex::new(()),
@@ -97,6 +84,11 @@ impl LiveSettings {
         self.current.load().force_unready
     }
 
+    /// Lets `log_level` changes reach the log subscriber (set once, at start).
+    pub fn set_log_reloader(&self, reloader: LogReloader) {
+        let _ = self.log_reloader.set(reloader);
+    }
+
     /// Sends every later change to `notifier` (set once, when Kubernetes is reachable).
     pub fn set_notifier(&self, notifier: Arc<dyn Notifier>) {
         let _ = self.notifier.set(notifier);
@@ -107,16 +99,10 @@ impl LiveSettings {
         self.apply("admin", patch, false)
     }
 
-    /// `PUT /admin/runtime` with its raw JSON body: a body that does not parse is a
-    /// rejected change too (counted and published like an invalid value).
-    pub fn update_from_json(&self, body: &[u8]) -> Result<Arc<RuntimeSettings>, SettingsError> {
-        match SettingsPatch::from_json(body) {
-            Ok(patch) => self.update(&patch),
-            Err(err) => {
-                self.rejected("admin", &err);
-                Err(err)
-            }
-        }
+    /// `PUT /admin/runtime` with a body that is not a settings patch: a rejected
+    /// change too, counted and published like an invalid value.
+    pub fn reject_update(&self, err: &SettingsError) {
+        self.rejected("admin", err);
     }
 
     /// The runtime ConfigMap's `data`, or `None` when it does not exist: its keys over
@@ -156,7 +142,7 @@ impl LiveSettings {
             return Ok(current);
         }
         if next.log_level != current.log_level
-            && let Some(reload) = &self.log_reloader
+            && let Some(reload) = self.log_reloader.get()
             && let Err(e) = reload(&next.log_level)
         {
             let err = SettingsError {
@@ -168,9 +154,7 @@ impl LiveSettings {
         let next = Arc::new(next);
         self.current.store(next.clone());
         record_gauges(&self.metrics, &next);
-        self.metrics
-            .config_reloads
-            .add(1, &[KeyValue::new("result", "applied")]);
+        self.metrics.config_reload(ReloadResult::Applied);
         let settings = serde_json::to_string(&*next).unwrap_or_default();
         tracing::info!(source, %settings, "runtime settings applied");
         self.notify(SettingsChange::Applied { source, settings });
@@ -178,9 +162,7 @@ impl LiveSettings {
     }
 
     fn rejected(&self, source: &'static str, err: &SettingsError) {
-        self.metrics
-            .config_reloads
-            .add(1, &[KeyValue::new("result", "rejected")]);
+        self.metrics.config_reload(ReloadResult::Rejected);
         tracing::warn!(source, reason = %err, "runtime settings rejected; previous settings kept");
         self.notify(SettingsChange::Rejected {
             source,
@@ -197,19 +179,7 @@ impl LiveSettings {
 
 /// `pulse_runtime_settings{setting}`: the numeric settings in force.
 fn record_gauges(metrics: &Metrics, s: &RuntimeSettings) {
-    let g = &metrics.runtime_settings;
-    g.record(
-        s.fault_error_rate,
-        &[KeyValue::new("setting", "fault_error_rate")],
-    );
-    g.record(
-        s.fault_delay_max.as_secs_f64(),
-        &[KeyValue::new("setting", "fault_delay_max_seconds")],
-    );
-    g.record(
-        f64::from(u8::from(s.force_unready)),
-        &[KeyValue::new("setting", "force_unready")],
-    );
+    metrics.runtime_settings(s.fault_error_rate, s.fault_delay_max, s.force_unready);
 }
 
 #[cfg(test)]
@@ -239,7 +209,10 @@ mod tests {
             Instant::now(),
         )
         .unwrap();
-        let settings = LiveSettings::new(base(), metrics, reloader);
+        let settings = LiveSettings::new(base(), metrics);
+        if let Some(reloader) = reloader {
+            settings.set_log_reloader(reloader);
+        }
         let recorded = Arc::new(Recorded::default());
         settings.set_notifier(recorded.clone());
         (settings, recorded)

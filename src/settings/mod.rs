@@ -1,12 +1,13 @@
 //! Settings that can change while Pulse runs: the log filter, fault injection and
 //! forced unreadiness.
 //!
-//! They start from the command line ([`RuntimeSettings`] built from flags) and
+//! They start from the command line ([`RuntimeSettings`] from [`ServeArgs`]) and
 //! change through two sources: `PUT /admin/runtime` (a partial JSON update of the
 //! current settings) and, in a cluster, the runtime ConfigMap (declarative: its
 //! keys over the flags, so deleting it restores the flags). The latest change wins.
 //! A change is parsed and validated as a whole before anything is applied: one bad
-//! key rejects it all and the previous settings stay.
+//! key rejects it all and the previous settings stay. Values are checked by the
+//! same [`rules`] as the flags, so what starts is what a change may set.
 
 pub mod live;
 
@@ -18,15 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::middleware::fault::FaultConfig;
-
-/// The keys a runtime ConfigMap (and `PUT /admin/runtime`) may hold.
-pub const KEYS: [&str; 4] = [
-    "log_level",
-    "fault_error_rate",
-    "fault_delay_max",
-    "force_unready",
-];
+use crate::config::{ServeArgs, rules};
 
 /// The settings in force.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -44,15 +37,37 @@ pub struct RuntimeSettings {
     pub force_unready: bool,
 }
 
-impl Default for RuntimeSettings {
-    /// The command line's defaults: `info` logs, no faults, ready.
-    fn default() -> Self {
+impl From<&ServeArgs> for RuntimeSettings {
+    fn from(args: &ServeArgs) -> Self {
         Self {
-            log_level: "info".into(),
-            fault_error_rate: 0.0,
-            fault_delay_max: Duration::ZERO,
+            log_level: args.log_level.clone(),
+            fault_error_rate: args.fault_error_rate,
+            fault_delay_max: args.fault_delay_max,
             force_unready: false,
         }
+    }
+}
+
+impl Default for RuntimeSettings {
+    /// The command line's defaults.
+    fn default() -> Self {
+        Self::from(&ServeArgs::default())
+    }
+}
+
+/// How often and how much to misbehave (API routes only).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultConfig {
+    /// Fraction of requests answered with an injected 500, in 0..=1.
+    pub error_rate: f64,
+    /// Upper bound of a uniformly random extra delay; zero disables delays.
+    pub delay_max: Duration,
+}
+
+impl FaultConfig {
+    /// Whether any fault can be injected at all.
+    pub fn is_active(&self) -> bool {
+        self.error_rate > 0.0 || !self.delay_max.is_zero()
     }
 }
 
@@ -71,6 +86,10 @@ fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok,
 }
 
 /// A partial change: `None` leaves a setting as the source's base has it.
+///
+/// The same type reads `PUT /admin/runtime`'s JSON and the runtime ConfigMap's
+/// string values (through `envy`, which parses each string as the field's type):
+/// one set of keys, one validation.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
@@ -91,7 +110,7 @@ fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Duration>, D::Error> {
     let text = Option::<String>::deserialize(d)?;
-    text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+    text.map(|t| rules::duration(&t).map_err(serde::de::Error::custom))
         .transpose()
 }
 
@@ -104,40 +123,26 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn one(problem: String) -> Self {
+    /// A rejection with one problem.
+    pub fn one(problem: impl Into<String>) -> Self {
         Self {
-            problems: vec![problem],
+            problems: vec![problem.into()],
         }
     }
 }
 
 impl SettingsPatch {
-    /// Parses a ConfigMap's `data`. Values are strings there, so each key is parsed
-    /// by hand; unknown keys are errors (a typo must not be silently ignored).
+    /// Parses a ConfigMap's `data`. Each key is read on its own, so that every bad
+    /// key is reported, not just the first; unknown keys are errors (a typo must not
+    /// be silently ignored).
     pub fn from_config_map(data: &BTreeMap<String, String>) -> Result<Self, SettingsError> {
         let mut patch = Self::default();
         let mut problems = Vec::new();
         for (key, value) in data {
-            let value = value.trim();
-            match key.as_str() {
-                "log_level" => patch.log_level = Some(value.to_owned()),
-                "fault_error_rate" => match value.parse::<f64>() {
-                    Ok(rate) => patch.fault_error_rate = Some(rate),
-                    Err(_) => problems.push(format!("fault_error_rate: {value:?} is not a number")),
-                },
-                "fault_delay_max" => match humantime::parse_duration(value) {
-                    Ok(d) => patch.fault_delay_max = Some(d),
-                    Err(e) => problems.push(format!("fault_delay_max: {value:?}: {e}")),
-                },
-                "force_unready" => match value {
-                    "true" => patch.force_unready = Some(true),
-                    "false" => patch.force_unready = Some(false),
-                    _ => problems.push(format!("force_unready: {value:?} is not true or false")),
-                },
-                other => problems.push(format!(
-                    "unknown key {other:?} (known: {})",
-                    KEYS.join(", ")
-                )),
+            let one = std::iter::once((key.clone(), value.trim().to_owned()));
+            match envy::from_iter::<_, Self>(one) {
+                Ok(single) => patch = patch.or(single),
+                Err(e) => problems.push(format!("{key}: {:?}: {e}", value.trim())),
             }
         }
         if problems.is_empty() {
@@ -147,26 +152,32 @@ impl SettingsPatch {
         }
     }
 
+    /// The fields set here, else those of `other`.
+    fn or(self, other: Self) -> Self {
+        Self {
+            log_level: self.log_level.or(other.log_level),
+            fault_error_rate: self.fault_error_rate.or(other.fault_error_rate),
+            fault_delay_max: self.fault_delay_max.or(other.fault_delay_max),
+            force_unready: self.force_unready.or(other.force_unready),
+        }
+    }
+
     /// Applies the patch over `base`, validating every value. Nothing is partly applied.
     pub fn apply_to(&self, base: &RuntimeSettings) -> Result<RuntimeSettings, SettingsError> {
         let mut problems = Vec::new();
-        if let Some(level) = &self.log_level
-            && let Err(e) = crate::telemetry::log_filter(level)
-        {
-            problems.push(format!("log_level: {level:?}: {e}"));
+        let mut check = |key: &str, result: Result<(), String>| {
+            if let Err(e) = result {
+                problems.push(format!("{key}: {e}"));
+            }
+        };
+        if let Some(level) = &self.log_level {
+            check("log_level", rules::log_level(level).map(drop));
         }
-        if let Some(rate) = self.fault_error_rate
-            && !(0.0..=1.0).contains(&rate)
-        {
-            problems.push(format!("fault_error_rate: {rate} is not between 0 and 1"));
+        if let Some(rate) = self.fault_error_rate {
+            check("fault_error_rate", rules::check_rate(rate).map(drop));
         }
-        if let Some(delay) = self.fault_delay_max
-            && delay > MAX_FAULT_DELAY
-        {
-            problems.push(format!(
-                "fault_delay_max: {} is above the maximum of 60s",
-                humantime::format_duration(delay)
-            ));
+        if let Some(delay) = self.fault_delay_max {
+            check("fault_delay_max", rules::check_fault_delay(delay).map(drop));
         }
         if !problems.is_empty() {
             return Err(SettingsError { problems });
@@ -181,15 +192,7 @@ impl SettingsPatch {
             force_unready: self.force_unready.unwrap_or(base.force_unready),
         })
     }
-
-    /// Parses a JSON body of `PUT /admin/runtime`.
-    pub fn from_json(body: &[u8]) -> Result<Self, SettingsError> {
-        serde_json::from_slice(body).map_err(|e| SettingsError::one(e.to_string()))
-    }
 }
-
-/// Longest fault delay a runtime change may set: beyond it requests would time out anyway.
-pub const MAX_FAULT_DELAY: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -247,7 +250,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(err.problems.len(), 4, "{err}");
-        assert!(err.to_string().contains("unknown key \"fault_eror_rate\""));
+        assert!(
+            err.to_string().contains("unknown field `fault_eror_rate`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -265,18 +271,6 @@ mod tests {
             ..Default::default()
         };
         assert!(nan.apply_to(&base()).is_err(), "NaN is not a rate");
-    }
-
-    #[test]
-    fn json_patches_name_only_what_changes() {
-        let patch =
-            SettingsPatch::from_json(br#"{"fault_error_rate": 1, "fault_delay_max": "1s"}"#)
-                .unwrap();
-        assert_eq!(patch.fault_error_rate, Some(1.0));
-        assert_eq!(patch.fault_delay_max, Some(Duration::from_secs(1)));
-        assert!(patch.log_level.is_none() && patch.force_unready.is_none());
-        assert!(SettingsPatch::from_json(br#"{"fault_rate": 1}"#).is_err());
-        assert!(SettingsPatch::from_json(b"{bad").is_err());
     }
 
     #[test]

@@ -10,10 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Item, NewUser, Put, Store, StoreError, User, UserChanges};
-
-/// Default `--max-store-bytes`: 8 MiB, far above what the demo traffic stores.
-pub const DEFAULT_MAX_STORE_BYTES: usize = 8 * 1024 * 1024;
+use super::{Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges};
+use crate::config::defaults;
 
 /// What one entry costs besides its text: map node, id, lengths. An estimate;
 /// it makes many tiny entries count too.
@@ -43,8 +41,9 @@ struct Stored {
 }
 
 impl Default for MemoryStore {
+    /// An empty store with the default `--max-store-bytes`.
     fn default() -> Self {
-        Self::new()
+        Self::with_limit(defaults::MAX_STORE_BYTES)
     }
 }
 
@@ -59,11 +58,6 @@ fn item_size(key: &str, value: &serde_json::Value) -> usize {
 }
 
 impl MemoryStore {
-    /// An empty store with the default limit.
-    pub fn new() -> Self {
-        Self::with_limit(DEFAULT_MAX_STORE_BYTES)
-    }
-
     /// An empty store holding at most about `max_bytes`.
     pub fn with_limit(max_bytes: usize) -> Self {
         Self {
@@ -140,10 +134,6 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn user_count(&self) -> Result<usize, StoreError> {
-        Ok(self.lock().users.len())
-    }
-
     async fn list_items(&self) -> Result<Vec<Item>, StoreError> {
         Ok(self
             .lock()
@@ -190,12 +180,12 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn item_count(&self) -> Result<usize, StoreError> {
-        Ok(self.lock().items.len())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
+    fn counts(&self) -> Counts {
+        let inner = self.lock();
+        Counts {
+            users: inner.users.len(),
+            items: inner.items.len(),
+        }
     }
 }
 
@@ -212,17 +202,17 @@ mod tests {
 
     #[tokio::test]
     async fn ids_are_never_reused() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::default();
         let a = store.create_user(new_user("a")).await.unwrap();
         assert!(store.delete_user(a.id).await.unwrap());
         let b = store.create_user(new_user("b")).await.unwrap();
         assert_eq!((a.id, b.id), (1, 2));
-        assert_eq!(store.user_count().await.unwrap(), 1);
+        assert_eq!(store.counts().users, 1);
     }
 
     #[tokio::test]
     async fn partial_update_keeps_other_fields() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::default();
         let user = store.create_user(new_user("john")).await.unwrap();
         let changes = UserChanges {
             name: Some("John Doe".into()),
@@ -242,7 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_reports_create_then_replace() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::default();
         let item = |v: &str| Item {
             key: "k".into(),
             value: serde_json::json!(v),
@@ -267,7 +257,7 @@ mod tests {
         store.put_item(item("a", 500)).await.unwrap();
         let full = store.put_item(item("b", 500)).await;
         assert!(matches!(full, Err(StoreError::Full { limit: 1000 })));
-        assert_eq!(store.item_count().await.unwrap(), 1);
+        assert_eq!(store.counts().items, 1);
         // A smaller replacement fits; deleting frees the space.
         store.put_item(item("a", 100)).await.unwrap();
         store.put_item(item("b", 500)).await.unwrap();

@@ -6,7 +6,7 @@
 
 mod memory;
 
-pub use memory::{DEFAULT_MAX_STORE_BYTES, MemoryStore};
+pub use memory::MemoryStore;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -72,9 +72,6 @@ pub enum StoreError {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// The backend cannot serve requests.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
 }
 
 /// Storage for users and key-value items.
@@ -90,8 +87,6 @@ pub trait Store: Send + Sync + 'static {
     async fn update_user(&self, id: u64, changes: UserChanges) -> Result<Option<User>, StoreError>;
     /// Removes a user; `false` when there was none.
     async fn delete_user(&self, id: u64) -> Result<bool, StoreError>;
-    /// How many users are stored.
-    async fn user_count(&self) -> Result<usize, StoreError>;
 
     /// All items, ordered by key.
     async fn list_items(&self) -> Result<Vec<Item>, StoreError>;
@@ -101,9 +96,17 @@ pub trait Store: Send + Sync + 'static {
     async fn put_item(&self, item: Item) -> Result<Put, StoreError>;
     /// Removes an item; `false` when there was none.
     async fn delete_item(&self, key: &str) -> Result<bool, StoreError>;
-    /// How many items are stored.
-    async fn item_count(&self) -> Result<usize, StoreError>;
 
-    /// Whether the backend can serve requests (for `/health` checks).
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// How many users and items are stored now: cheap and synchronous, because
+    /// `/metrics` reads it on every scrape (`pulse_users`, `pulse_data_items`).
+    fn counts(&self) -> Counts;
+}
+
+/// What a store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Users stored.
+    pub users: usize,
+    /// Key-value items stored.
+    pub items: usize,
 }

@@ -17,12 +17,13 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
 use super::TelemetryError;
+use super::labels::{ErrorKind, KubeOperation, ReloadResult};
 use crate::BuildInfo;
 
 /// `Content-Type` of `/metrics`. Prometheus 3 refuses a scrape without a version.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Latency buckets in seconds (the seeds' boundaries).
+/// Latency buckets in seconds. A latency SLO's threshold must be one of them.
 pub const DURATION_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -41,37 +42,40 @@ pub const SIZE_BUCKETS: [f64; 9] = [
 ];
 
 /// Every instrument Pulse records, and the registry they are exported through.
+///
+/// Recording goes through methods named for what happened (`api_error`,
+/// `config_reload`, ...) that take typed label values ([`super::labels`]), so
+/// label names and values are written in one place. The per-request HTTP
+/// instruments are bound per route by [`super::routes`].
 pub struct Metrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
+    /// Kept to register observable gauges whose source is known only later.
+    meter: Meter,
     /// `http_requests_total{method, route, status}`
-    pub http_requests: Counter<u64>,
+    pub(super) http_requests: Counter<u64>,
     /// `http_request_duration_seconds{method, route}`
-    pub http_duration: Histogram<f64>,
+    pub(super) http_duration: Histogram<f64>,
     /// `http_requests_in_progress{method, route}`
-    pub http_in_progress: UpDownCounter<i64>,
+    pub(super) http_in_progress: UpDownCounter<i64>,
     /// `http_request_size_bytes{method, route}`
-    pub http_request_size: Histogram<u64>,
+    pub(super) http_request_size: Histogram<u64>,
     /// `http_response_size_bytes{method, route, status}`
-    pub http_response_size: Histogram<u64>,
+    pub(super) http_response_size: Histogram<u64>,
+    /// `app_requests_total`: API requests, probes and `/metrics` excluded.
+    pub(super) app_requests: Counter<u64>,
     /// `api_errors_total{error_type}`
-    pub api_errors: Counter<u64>,
-    /// `app_requests_total`: API requests, probes and `/metrics` excluded (seed 000).
-    pub app_requests: Counter<u64>,
-    /// `app_active_users`, set by `/update` (seed 000).
-    pub active_users: Gauge<i64>,
-    /// `app_cpu_usage_percent`, set by `/cpu` (seed 000).
-    pub cpu_usage_percent: Gauge<f64>,
-    /// `pulse_users`: users currently stored.
-    pub users: Gauge<u64>,
-    /// `pulse_data_items`: key-value items currently stored.
-    pub data_items: Gauge<u64>,
+    api_errors: Counter<u64>,
+    /// `app_active_users`, set by `/update`.
+    active_users: Gauge<i64>,
+    /// `app_cpu_usage_percent`, set by `/cpu`.
+    cpu_usage_percent: Gauge<f64>,
     /// `pulse_config_reloads_total{result}`: runtime-settings changes applied or rejected.
-    pub config_reloads: Counter<u64>,
+    config_reloads: Counter<u64>,
     /// `pulse_kube_errors_total{operation}`: failed Kubernetes API calls.
-    pub kube_errors: Counter<u64>,
+    kube_errors: Counter<u64>,
     /// `pulse_runtime_settings{setting}`: the numeric runtime settings in force.
-    pub runtime_settings: Gauge<f64>,
+    runtime_settings: Gauge<f64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,16 +113,15 @@ impl Metrics {
             .with_resource(resource)
             .build();
         let meter = provider.meter("pulse");
-        let metrics = Self::instruments(registry, provider.clone(), &meter);
-
-        metrics.register_info(&meter, build, started);
+        let metrics = Self::instruments(registry, provider.clone(), meter);
+        metrics.register_info(build, started);
         Ok(Arc::new(metrics))
     }
 
     fn instruments(
         registry: prometheus::Registry,
         provider: SdkMeterProvider,
-        meter: &Meter,
+        meter: Meter,
     ) -> Self {
         Self {
             registry,
@@ -165,14 +168,6 @@ impl Metrics {
                 .f64_gauge("app_cpu_usage_percent")
                 .with_description("Simulated CPU usage, as last set by /cpu")
                 .build(),
-            users: meter
-                .u64_gauge("pulse_users")
-                .with_description("Users currently stored")
-                .build(),
-            data_items: meter
-                .u64_gauge("pulse_data_items")
-                .with_description("Key-value items currently stored")
-                .build(),
             config_reloads: meter
                 .u64_counter("pulse_config_reloads")
                 .with_description("Runtime settings changes, by result (applied or rejected)")
@@ -185,12 +180,13 @@ impl Metrics {
                 .f64_gauge("pulse_runtime_settings")
                 .with_description("Numeric runtime settings in force, by setting")
                 .build(),
+            meter,
         }
     }
 
     /// Build info and uptime: values that exist from the first scrape on.
-    fn register_info(&self, meter: &Meter, build: &BuildInfo, started: Instant) {
-        meter
+    fn register_info(&self, build: &BuildInfo, started: Instant) {
+        self.meter
             .u64_gauge("pulse_build_info")
             .with_description("Always 1; labelled with the running version and revision")
             .build()
@@ -202,7 +198,7 @@ impl Metrics {
                 ],
             );
         // An observable gauge is computed at scrape time, so it costs nothing between scrapes.
-        let _uptime = meter
+        self.meter
             .f64_observable_gauge("process_uptime")
             .with_unit("s")
             .with_description("Seconds since the process started")
@@ -210,11 +206,87 @@ impl Metrics {
                 observer.observe(started.elapsed().as_secs_f64(), &[]);
             })
             .build();
-        // The legacy gauges start at 0, as in the seeds, rather than being absent.
+        // The legacy gauges start at 0 rather than being absent.
         self.active_users.record(0, &[]);
         self.cpu_usage_percent.record(0.0, &[]);
-        self.users.record(0, &[]);
-        self.data_items.record(0, &[]);
+        // Zero-valued series from the start, so `increase()` sees the first change.
+        for result in ReloadResult::ALL {
+            self.config_reloads.add(0, &[result.label()]);
+        }
+    }
+
+    /// `pulse_users` and `pulse_data_items`: read from the store when scraped, so
+    /// they are always what the store holds and cost handlers nothing.
+    pub fn observe_stored(
+        &self,
+        users: impl Fn() -> u64 + Send + Sync + 'static,
+        items: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.meter
+            .u64_observable_gauge("pulse_users")
+            .with_description("Users currently stored")
+            .with_callback(move |observer| observer.observe(users(), &[]))
+            .build();
+        self.meter
+            .u64_observable_gauge("pulse_data_items")
+            .with_description("Key-value items currently stored")
+            .with_callback(move |observer| observer.observe(items(), &[]))
+            .build();
+    }
+
+    /// One error answered (or connection closed): `api_errors_total{error_type}`.
+    pub fn api_error(&self, kind: ErrorKind) {
+        self.api_errors
+            .add(1, &[KeyValue::new("error_type", kind.as_str())]);
+    }
+
+    /// `/update`: `app_active_users`.
+    pub fn set_active_users(&self, users: i64) {
+        self.active_users.record(users, &[]);
+    }
+
+    /// `/cpu`: `app_cpu_usage_percent`.
+    pub fn set_cpu_usage(&self, percent: f64) {
+        self.cpu_usage_percent.record(percent, &[]);
+    }
+
+    /// A runtime-settings change applied or rejected.
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads.add(1, &[result.label()]);
+    }
+
+    /// The numeric runtime settings now in force: `pulse_runtime_settings{setting}`.
+    pub fn runtime_settings(
+        &self,
+        fault_error_rate: f64,
+        fault_delay_max: Duration,
+        force_unready: bool,
+    ) {
+        let g = &self.runtime_settings;
+        g.record(
+            fault_error_rate,
+            &[KeyValue::new("setting", "fault_error_rate")],
+        );
+        g.record(
+            fault_delay_max.as_secs_f64(),
+            &[KeyValue::new("setting", "fault_delay_max_seconds")],
+        );
+        g.record(
+            f64::from(u8::from(force_unready)),
+            &[KeyValue::new("setting", "force_unready")],
+        );
+    }
+
+    /// Zero-valued `pulse_kube_errors_total` series, once the Kubernetes side starts.
+    pub fn kube_errors_start(&self) {
+        for operation in KubeOperation::ALL {
+            self.kube_errors.add(0, &[operation.label()]);
+        }
+    }
+
+    /// One failed Kubernetes API call.
+    pub fn kube_error(&self, operation: KubeOperation) {
+        self.kube_errors.add(1, &[operation.label()]);
     }
 
     /// Encodes every metric in the Prometheus text format (version 0.0.4).

@@ -4,9 +4,11 @@
 //! to build a router (tests build many), while [`init_tracing`] installs the
 //! global subscriber, tracer provider and propagator once, in the binary.
 
+pub mod labels;
 pub mod metrics;
 pub mod routes;
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -15,14 +17,18 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Level;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
 
 pub use metrics::Metrics;
 
 use crate::BuildInfo;
-use crate::config::LogFormat;
+use crate::config::rules::log_filter;
+use crate::config::{LogFormat, PodIdentity};
+
+/// Replaces the active log filter; the error is shown to whoever asked for the change.
+pub type LogReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// A failure to set up telemetry (at start-up only).
 #[derive(Debug, thiserror::Error)]
@@ -41,16 +47,9 @@ pub enum TelemetryError {
     Subscriber(String),
 }
 
-/// Downward-API variables and the resource attributes they become.
-const K8S_ENV: [(&str, &str); 3] = [
-    ("POD_NAME", "k8s.pod.name"),
-    ("POD_NAMESPACE", "k8s.namespace.name"),
-    ("NODE_NAME", "k8s.node.name"),
-];
-
 /// The OTel resource: `OTEL_SERVICE_NAME` (default `pulse`),
 /// `OTEL_RESOURCE_ATTRIBUTES`, the service version and the pod's identity.
-pub fn resource(build: &BuildInfo) -> Resource {
+pub fn resource(build: &BuildInfo, pod: &PodIdentity) -> Resource {
     // The SDK's default builder reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES;
     // it falls back to "unknown_service", which is where our own default applies.
     let detected = Resource::builder().build();
@@ -63,9 +62,13 @@ pub fn resource(build: &BuildInfo) -> Resource {
         builder = builder.with_service_name("pulse");
     }
     let mut attributes = vec![KeyValue::new("service.version", build.version)];
-    for (var, key) in K8S_ENV {
-        if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-            attributes.push(KeyValue::new(key, value));
+    for (key, value) in [
+        ("k8s.pod.name", &pod.name),
+        ("k8s.namespace.name", &pod.namespace),
+        ("k8s.node.name", &pod.node),
+    ] {
+        if let Some(value) = value {
+            attributes.push(KeyValue::new(key, value.clone()));
         }
     }
     builder.with_attributes(attributes).build()
@@ -76,20 +79,6 @@ pub fn service_name(resource: &Resource) -> String {
     resource
         .get(&Key::from_static_str("service.name"))
         .map_or_else(|| "pulse".to_owned(), |v| v.as_str().into_owned())
-}
-
-/// The log filter for a `--log-level` directive.
-///
-/// Pulse reports Kubernetes API failures itself, once per failure streak; kube's
-/// client would add an ERROR line per failed request, so that target is off unless
-/// the directive names `kube_client` itself.
-pub fn log_filter(directive: &str) -> Result<EnvFilter, String> {
-    let full = if directive.contains("kube_client") {
-        directive.to_owned()
-    } else {
-        format!("{directive},kube_client::client::builder=off")
-    };
-    EnvFilter::try_new(full).map_err(|e| e.to_string())
 }
 
 /// What [`init_tracing`] needs to know.
@@ -104,7 +93,7 @@ pub struct TracingConfig {
 /// Keeps the tracer provider alive; [`TracingGuard::shutdown`] flushes it.
 pub struct TracingGuard {
     provider: SdkTracerProvider,
-    log_reloader: Option<crate::settings::live::LogReloader>,
+    log_reloader: Option<LogReloader>,
 }
 
 impl std::fmt::Debug for TracingGuard {
@@ -115,7 +104,7 @@ impl std::fmt::Debug for TracingGuard {
 
 impl TracingGuard {
     /// The function that swaps the log filter at run time (taken once).
-    pub fn take_log_reloader(&mut self) -> Option<crate::settings::live::LogReloader> {
+    pub fn take_log_reloader(&mut self) -> Option<LogReloader> {
         self.log_reloader.take()
     }
 
@@ -139,7 +128,7 @@ pub fn init_tracing(
     let filter = log_filter(&config.log_level).map_err(TelemetryError::LogFilter)?;
     // Reloadable, so the runtime settings can change the filter without a restart.
     let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(filter);
-    let log_reloader: crate::settings::live::LogReloader = Box::new(move |directive: &str| {
+    let log_reloader: LogReloader = Box::new(move |directive: &str| {
         let filter = log_filter(directive)?;
         filter_handle.reload(filter).map_err(|e| e.to_string())
     });
@@ -170,7 +159,10 @@ pub fn init_tracing(
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only for a person at a terminal: `make run > file` stays plain text.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     };
     // Per-layer filters: --log-level decides what is logged, never which spans
     // exist, so trace ids and exported traces survive `--log-level warn`. The

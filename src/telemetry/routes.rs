@@ -9,18 +9,17 @@
 //! Routes are templates and methods are normalised, so this cache is bounded by the
 //! router's size (per status code: at most the 500 codes `/status/{code}` can make).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter};
 
 use super::Metrics;
+use super::labels::HttpMethod;
 
-/// The `method` label values; anything else is `_OTHER`.
-pub const METHODS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
-];
+/// Route label of requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
 
 /// Telemetry handles of one (route, method).
 pub struct RouteTelemetry {
@@ -28,6 +27,9 @@ pub struct RouteTelemetry {
     pub span_name: Box<str>,
     /// The route template (or `unmatched`).
     pub route: Arc<str>,
+    /// Whether requests of this route are recorded in the `http_*` series (probes
+    /// and `/metrics` are not, by default).
+    pub recorded: bool,
     labels: [KeyValue; 2],
     metrics: Arc<Metrics>,
     /// Bound on first use: binding creates the series, and probes (not recorded by
@@ -103,12 +105,14 @@ impl RouteTelemetry {
     }
 }
 
-/// One route's handles, per method index (created on first use).
-type PerMethod = [OnceLock<Arc<RouteTelemetry>>; METHODS.len()];
+/// One route's handles, per method (created on first use).
+type PerMethod = [OnceLock<Arc<RouteTelemetry>>; HttpMethod::ALL.len()];
 
 /// All routes seen so far.
 pub struct RouteTable {
     metrics: Arc<Metrics>,
+    /// Routes left out of the `http_*` series (empty when probes are recorded).
+    unrecorded: BTreeSet<String>,
     routes: RwLock<HashMap<Box<str>, Arc<PerMethod>>>,
 }
 
@@ -119,17 +123,17 @@ impl std::fmt::Debug for RouteTable {
 }
 
 impl RouteTable {
-    /// An empty table recording into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// An empty table recording into `metrics`, except for the `unrecorded` routes.
+    pub fn new(metrics: Arc<Metrics>, unrecorded: BTreeSet<String>) -> Self {
         Self {
             metrics,
+            unrecorded,
             routes: RwLock::new(HashMap::new()),
         }
     }
 
-    /// The handles of `route` for the method at `method` in [`METHODS`].
-    pub fn get(&self, method: usize, route: &str) -> Arc<RouteTelemetry> {
-        let method = method.min(METHODS.len() - 1);
+    /// The handles of `route` for `method`.
+    pub fn get(&self, method: HttpMethod, route: &str) -> Arc<RouteTelemetry> {
         // The read guard must be gone before the write lock is taken: a `match` on
         // the lookup would keep it alive through the arms and deadlock.
         let found = read(&self.routes).get(route).cloned();
@@ -143,19 +147,22 @@ impl RouteTable {
                 .or_insert_with(|| Arc::new(std::array::from_fn(|_| OnceLock::new())))
                 .clone(),
         };
-        methods[method]
-            .get_or_init(|| Arc::new(self.bind(METHODS[method], route)))
+        methods[method.index()]
+            .get_or_init(|| Arc::new(self.bind(method, route)))
             .clone()
     }
 
-    fn bind(&self, method: &'static str, route: &str) -> RouteTelemetry {
+    fn bind(&self, method: HttpMethod, route: &str) -> RouteTelemetry {
+        let recorded = !self.unrecorded.contains(route);
         let route: Arc<str> = Arc::from(route);
+        let method = method.as_str();
         let labels = [
             KeyValue::new("method", method),
             KeyValue::new("route", route.clone()),
         ];
         RouteTelemetry {
             span_name: format!("{method} {route}").into(),
+            recorded,
             bound: OnceLock::new(),
             by_status: RwLock::new(HashMap::new()),
             metrics: self.metrics.clone(),

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: an in-process router, a real
-//! `pulse` process, and a small parser for the Prometheus text format.
+//! Helpers shared by the integration tests: the real router in process, a real
+//! `pulse` process, and the text exposition read by a real parser.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
@@ -14,13 +14,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
-use pulse::BuildInfo;
-use pulse::readiness::Readiness;
-use pulse::routes::{self, HttpConfig};
-use pulse::settings::{LiveSettings, RuntimeSettings};
-use pulse::state::{AppState, ServiceInfo};
-use pulse::store::MemoryStore;
-use pulse::telemetry::Metrics;
+use pulse::app::App;
+use pulse::config::ServeArgs;
+use pulse::state::AppState;
 use tower::ServiceExt as _;
 
 /// The real router over a fresh store and registry.
@@ -31,36 +27,16 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn new() -> Self {
-        Self::with_config(&HttpConfig::default())
+        Self::with(&ServeArgs::default())
     }
 
-    pub fn with_config(config: &HttpConfig) -> Self {
-        Self::with(config, default_settings())
-    }
-
-    /// Starts with `settings` as the command-line runtime settings.
-    pub fn with_settings(settings: RuntimeSettings) -> Self {
-        Self::with(&HttpConfig::default(), settings)
-    }
-
-    fn with(config: &HttpConfig, settings: RuntimeSettings) -> Self {
-        let started = Instant::now();
-        let build = BuildInfo::current();
-        let resource = pulse::telemetry::resource(&build);
-        let name = pulse::telemetry::service_name(&resource);
-        let metrics = Metrics::new(resource, &build, started).expect("metrics");
-        let readiness = Arc::new(Readiness::default());
-        readiness.set_ready();
-        let state = AppState {
-            store: Arc::new(MemoryStore::new()),
-            metrics: metrics.clone(),
-            readiness,
-            info: Arc::new(ServiceInfo::from_env(name, build, started)),
-            settings: Arc::new(LiveSettings::new(settings, metrics.clone(), None)),
-        };
+    /// The app `pulse serve` would run with `args`, ready.
+    pub fn with(args: &ServeArgs) -> Self {
+        let app = App::new(args, Instant::now()).expect("app");
+        app.state.readiness.set_ready();
         Self {
-            router: routes::router(state.clone(), config),
-            state,
+            router: app.main,
+            state: app.state,
         }
     }
 
@@ -128,11 +104,6 @@ impl TestApp {
     }
 }
 
-/// The command-line defaults: info logs, no faults.
-pub fn default_settings() -> RuntimeSettings {
-    RuntimeSettings::default()
-}
-
 /// A buffered response.
 #[derive(Debug)]
 pub struct Reply {
@@ -172,31 +143,70 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// Reads the text format (0.0.4) with `openmetrics-parser`, and lists every
+    /// sample as the text has it (histograms as `_bucket{le}`, `_sum`, `_count`).
     pub fn parse(text: &str) -> Self {
+        use openmetrics_parser::{MetricNumber, PrometheusType, PrometheusValue};
+        let parsed = openmetrics_parser::prometheus::parse_prometheus(text)
+            .unwrap_or_else(|e| panic!("not a valid exposition ({e:?}):\n{text}"));
         let mut out = Exposition {
             text: text.to_owned(),
             ..Default::default()
         };
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("TYPE line");
-                out.types.insert(name.to_owned(), kind.to_owned());
-                continue;
+        for (name, family) in &parsed.families {
+            out.types
+                .insert(name.clone(), family.family_type.to_string());
+            for sample in family.iter_samples() {
+                let labels: BTreeMap<String, String> = sample
+                    .get_labelset()
+                    .expect("label set")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let mut push = |suffix: &str, extra: Option<(&str, String)>, value: f64| {
+                    let mut labels = labels.clone();
+                    if let Some((k, v)) = extra {
+                        labels.insert(k.to_owned(), v);
+                    }
+                    out.samples.push(Sample {
+                        name: format!("{name}{suffix}"),
+                        labels,
+                        value,
+                    });
+                };
+                match &sample.value {
+                    PrometheusValue::Unknown(n) | PrometheusValue::Gauge(n) => {
+                        push("", None, n.as_f64())
+                    }
+                    PrometheusValue::Counter(c) => {
+                        // The family is named without `_total`; the sample has it.
+                        let suffix = if family.family_type == PrometheusType::Counter
+                            && !name.ends_with("_total")
+                        {
+                            "_total"
+                        } else {
+                            ""
+                        };
+                        push(suffix, None, c.value.as_f64())
+                    }
+                    PrometheusValue::Histogram(h) => {
+                        for bucket in &h.buckets {
+                            push(
+                                "_bucket",
+                                Some(("le", le(bucket.upper_bound))),
+                                bucket.count.as_f64(),
+                            );
+                        }
+                        push(
+                            "_sum",
+                            None,
+                            h.sum.as_ref().map_or(0.0, MetricNumber::as_f64),
+                        );
+                        push("_count", None, h.count.unwrap_or(0) as f64);
+                    }
+                    PrometheusValue::Summary(_) => panic!("Pulse exports no summaries: {name}"),
+                }
             }
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let value = value.parse().expect("value");
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_owned(), BTreeMap::new()),
-                Some((name, rest)) => (name.to_owned(), parse_labels(rest.trim_end_matches('}'))),
-            };
-            out.samples.push(Sample {
-                name,
-                labels,
-                value,
-            });
         }
         out
     }
@@ -234,20 +244,13 @@ impl Exposition {
     }
 }
 
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    // Label values Pulse emits contain no escaped quotes or commas in quotes
-    // except route templates, which contain neither.
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let end = after.find('"').expect("closing quote");
-        labels.insert(
-            key.trim_start_matches(',').to_owned(),
-            after[..end].to_owned(),
-        );
-        rest = &after[end + 1..];
+/// A bucket bound as the text format writes it.
+fn le(bound: f64) -> String {
+    if bound == f64::INFINITY {
+        "+Inf".to_owned()
+    } else {
+        bound.to_string()
     }
-    labels
 }
 
 /// A free loopback port (bound and released; good enough for tests).

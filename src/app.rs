@@ -1,0 +1,116 @@
+//! The application: the state and routers `pulse serve` runs, built from its
+//! arguments. The one place [`AppState`] is assembled; the binary, the tests and
+//! the benchmarks all start here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+
+use crate::BuildInfo;
+use crate::cluster::{self, EventPublisher, KubeConfig};
+use crate::config::{PodIdentity, ServeArgs};
+use crate::readiness::Readiness;
+use crate::routes::{self, HttpConfig};
+use crate::settings::{LiveSettings, RuntimeSettings};
+use crate::state::{AppState, ServiceInfo};
+use crate::store::{MemoryStore, Store};
+use crate::telemetry::{self, Metrics, TelemetryError};
+use opentelemetry_sdk::Resource;
+
+/// How serving ends: the shutdown sequence's timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// Serve on, not ready, this long after the shutdown signal.
+    pub shutdown_delay: Duration,
+    /// Then wait at most this long for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Close a connection whose request head does not arrive within this.
+    pub header_read_timeout: Duration,
+}
+
+/// Everything `pulse serve` runs, before it listens.
+#[derive(Debug)]
+pub struct App {
+    /// What every handler sees.
+    pub state: AppState,
+    /// The routes of `--addr` (all of them, unless `--admin-addr` is set).
+    pub main: Router,
+    /// The admin routes, when `--admin-addr` gives them a listener of their own.
+    pub admin: Option<Router>,
+    /// Where Kubernetes Events go (nowhere until [`App::start_cluster`]).
+    pub events: EventPublisher,
+    /// The shutdown sequence's timings.
+    pub lifecycle: Lifecycle,
+    /// Who this process is in Kubernetes (read once, at start).
+    pub pod: PodIdentity,
+    /// The OpenTelemetry resource of its metrics, for its traces too.
+    pub resource: Resource,
+}
+
+impl App {
+    /// Builds the state and routers. `started` is when the process began (for
+    /// uptime). Installs nothing global: tests build many.
+    pub fn new(args: &ServeArgs, started: Instant) -> Result<Self, TelemetryError> {
+        let build = BuildInfo::current();
+        let pod = PodIdentity::from_env();
+        let resource = telemetry::resource(&build, &pod);
+        let service_name = telemetry::service_name(&resource);
+        let metrics = Metrics::new(resource.clone(), &build, started)?;
+        let store = Arc::new(MemoryStore::with_limit(args.max_store_bytes));
+        observe_store(&metrics, store.clone());
+        let state = AppState {
+            store,
+            settings: Arc::new(LiveSettings::new(
+                RuntimeSettings::from(args),
+                metrics.clone(),
+            )),
+            metrics,
+            readiness: Arc::new(Readiness::default()),
+            info: Arc::new(ServiceInfo::new(service_name, build, &pod, started)),
+        };
+        let http = HttpConfig::from(args);
+        Ok(Self {
+            main: routes::router(state.clone(), &http),
+            admin: http
+                .separate_admin
+                .then(|| routes::admin_router(state.clone(), &http)),
+            state,
+            events: EventPublisher::disabled(),
+            lifecycle: Lifecycle {
+                shutdown_delay: args.shutdown_delay,
+                shutdown_timeout: args.shutdown_timeout,
+                header_read_timeout: args.header_read_timeout,
+            },
+            pod,
+            resource,
+        })
+    }
+
+    /// Starts the Kubernetes side (runtime ConfigMap watch, pod Events) when
+    /// `--kube` asks for it. Needs a Tokio runtime: it runs in the background.
+    pub fn start_cluster(&mut self, args: &ServeArgs) {
+        if !args.kube.enabled() {
+            return;
+        }
+        let config = KubeConfig {
+            configmap: args.runtime_configmap.clone(),
+            pod: self.pod.clone(),
+        };
+        tracing::info!(configmap = %config.configmap, "Kubernetes features on: watching runtime settings, publishing Events");
+        self.events = cluster::start(
+            config,
+            self.state.settings.clone(),
+            self.state.metrics.clone(),
+        );
+    }
+}
+
+/// `pulse_users` and `pulse_data_items` read the store at scrape time.
+fn observe_store(metrics: &Metrics, store: Arc<dyn Store>) {
+    let items = store.clone();
+    metrics.observe_stored(
+        move || store.counts().users as u64,
+        move || items.counts().items as u64,
+    );
+}

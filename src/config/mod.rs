@@ -1,0 +1,212 @@
+//! What `pulse serve` is told: flags, their `PULSE_*` environment twins, and the
+//! pod identity from the downward API. The bottom of the module graph: it
+//! depends on no other Pulse module.
+//!
+//! Values are validated while parsing ([`rules`]), so a bad setting stops the
+//! process at start with one line naming the flag and the accepted range.
+
+pub mod rules;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// The defaults of `pulse serve`, as clap shows them in `--help`. [`ServeArgs::default`]
+/// parses the same text, so there is one definition of each.
+pub mod defaults {
+    /// `--addr`.
+    pub const ADDR: &str = "0.0.0.0:8080";
+    /// `--log-level`.
+    pub const LOG_LEVEL: &str = "info";
+    /// `--shutdown-delay`.
+    pub const SHUTDOWN_DELAY: &str = "5s";
+    /// `--shutdown-timeout`.
+    pub const SHUTDOWN_TIMEOUT: &str = "10s";
+    /// `--max-body-bytes`: 1 MiB.
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// `--request-timeout`.
+    pub const REQUEST_TIMEOUT: &str = "30s";
+    /// `--max-store-bytes`: 8 MiB, far above what the demo traffic stores.
+    pub const MAX_STORE_BYTES: usize = 8 * 1024 * 1024;
+    /// `--max-concurrency`.
+    pub const MAX_CONCURRENCY: usize = 1024;
+    /// `--header-read-timeout`.
+    pub const HEADER_READ_TIMEOUT: &str = "30s";
+    /// `--fault-error-rate`.
+    pub const FAULT_ERROR_RATE: f64 = 0.0;
+    /// `--fault-delay-max`.
+    pub const FAULT_DELAY_MAX: &str = "0s";
+    /// `--runtime-configmap`.
+    pub const RUNTIME_CONFIGMAP: &str = "pulse-runtime";
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log pipelines).
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// `--kube`: whether to use the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubeMode {
+    /// On when running in a cluster (`KUBERNETES_SERVICE_HOST` is set).
+    Auto,
+    /// Always (in-cluster config or the kubeconfig).
+    On,
+    /// Never.
+    Off,
+}
+
+impl KubeMode {
+    /// Whether the API should be used in this environment.
+    pub fn enabled(self) -> bool {
+        match self {
+            Self::On => true,
+            Self::Off => false,
+            Self::Auto => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+        }
+    }
+}
+
+/// Options of `pulse serve`.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PULSE_ADDR", default_value = defaults::ADDR)]
+    pub addr: SocketAddr,
+
+    /// Serve the admin routes (`/admin/*`, `/readyz/enable|disable`) only on this
+    /// address, e.g. `0.0.0.0:8081`, so a NetworkPolicy can restrict them; unset,
+    /// they share `--addr`.
+    #[arg(long, env = "PULSE_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Log filter, as an `EnvFilter` directive (`info`, `pulse=debug,warn`).
+    #[arg(long, env = "PULSE_LOG_LEVEL", default_value = defaults::LOG_LEVEL, value_parser = rules::log_level)]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "PULSE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// After SIGTERM, keep serving (while reporting not ready) this long, so
+    /// endpoints and load balancers stop sending traffic before we stop accepting.
+    #[arg(long, env = "PULSE_SHUTDOWN_DELAY", default_value = defaults::SHUTDOWN_DELAY, value_parser = rules::duration)]
+    pub shutdown_delay: Duration,
+
+    /// Then wait at most this long for in-flight requests to finish.
+    #[arg(long, env = "PULSE_SHUTDOWN_TIMEOUT", default_value = defaults::SHUTDOWN_TIMEOUT, value_parser = rules::duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Largest request body accepted, in bytes (1..=1073741824); larger gets 413.
+    #[arg(long, env = "PULSE_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES,
+          value_parser = rules::bytes)]
+    pub max_body_bytes: usize,
+
+    /// Longest a request may take before it is answered 503 (greater than 0).
+    #[arg(long, env = "PULSE_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = rules::positive_duration)]
+    pub request_timeout: Duration,
+
+    /// Most bytes the users and items may take (1..=1073741824); a write past it
+    /// gets 507 and changes nothing.
+    #[arg(long, env = "PULSE_MAX_STORE_BYTES", default_value_t = defaults::MAX_STORE_BYTES,
+          value_parser = rules::bytes)]
+    pub max_store_bytes: usize,
+
+    /// API requests served at once (1..=1000000); beyond it a request is
+    /// answered 503 with `Retry-After` at once instead of queueing.
+    #[arg(long, env = "PULSE_MAX_CONCURRENCY", default_value_t = defaults::MAX_CONCURRENCY,
+          value_parser = rules::concurrency)]
+    pub max_concurrency: usize,
+
+    /// Close a connection whose request head is not complete this long after
+    /// it opened or after its last response (slowloris; also the idle keep-alive timeout).
+    #[arg(long, env = "PULSE_HEADER_READ_TIMEOUT", default_value = defaults::HEADER_READ_TIMEOUT, value_parser = rules::positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Fraction of API requests answered with an injected 500 (0..=1).
+    #[arg(long, env = "PULSE_FAULT_ERROR_RATE", default_value_t = defaults::FAULT_ERROR_RATE, value_parser = rules::rate)]
+    pub fault_error_rate: f64,
+
+    /// Add a random delay of up to this much to API requests (0s disables; at most 60s).
+    #[arg(long, env = "PULSE_FAULT_DELAY_MAX", default_value = defaults::FAULT_DELAY_MAX, value_parser = rules::fault_delay)]
+    pub fault_delay_max: Duration,
+
+    /// Also record probes and `/metrics` in the `http_*` and `app_requests_total` series.
+    #[arg(long, env = "PULSE_INSTRUMENT_PROBES", default_value_t = false)]
+    pub instrument_probes: bool,
+
+    /// Use the Kubernetes API (runtime ConfigMap, Events): auto = when in a cluster.
+    #[arg(long, env = "PULSE_KUBE", value_enum, default_value_t = KubeMode::Auto)]
+    pub kube: KubeMode,
+
+    /// Benchmarks only: serve without the per-request telemetry layer, to measure its cost.
+    #[arg(long, hide = true, default_value_t = false)]
+    pub disable_http_telemetry: bool,
+
+    /// Name of the ConfigMap holding runtime settings (in the pod's namespace).
+    #[arg(long, env = "PULSE_RUNTIME_CONFIGMAP", default_value = defaults::RUNTIME_CONFIGMAP)]
+    pub runtime_configmap: String,
+}
+
+impl Default for ServeArgs {
+    /// The command line's defaults, whatever the environment says (for tests,
+    /// benchmarks and library use).
+    fn default() -> Self {
+        // The defaults are constants that their own tests parse; falling back to
+        // zero could only hide a typo in one of them, which those tests catch.
+        let duration = |text: &str| rules::duration(text).unwrap_or_default();
+        Self {
+            addr: defaults::ADDR
+                .parse()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            admin_addr: None,
+            log_level: defaults::LOG_LEVEL.to_owned(),
+            log_format: LogFormat::Json,
+            shutdown_delay: duration(defaults::SHUTDOWN_DELAY),
+            shutdown_timeout: duration(defaults::SHUTDOWN_TIMEOUT),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            request_timeout: duration(defaults::REQUEST_TIMEOUT),
+            max_store_bytes: defaults::MAX_STORE_BYTES,
+            max_concurrency: defaults::MAX_CONCURRENCY,
+            header_read_timeout: duration(defaults::HEADER_READ_TIMEOUT),
+            fault_error_rate: defaults::FAULT_ERROR_RATE,
+            fault_delay_max: duration(defaults::FAULT_DELAY_MAX),
+            instrument_probes: false,
+            kube: KubeMode::Auto,
+            disable_http_telemetry: false,
+            runtime_configmap: defaults::RUNTIME_CONFIGMAP.to_owned(),
+        }
+    }
+}
+
+/// Who this process is in Kubernetes, from the downward-API variables
+/// (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`, `POD_UID`); read once, at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodIdentity {
+    /// `POD_NAME`.
+    pub name: Option<String>,
+    /// `POD_NAMESPACE`.
+    pub namespace: Option<String>,
+    /// `NODE_NAME`.
+    pub node: Option<String>,
+    /// `POD_UID`.
+    pub uid: Option<String>,
+}
+
+impl PodIdentity {
+    /// Reads the downward-API variables; empty values count as unset.
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            name: var("POD_NAME"),
+            namespace: var("POD_NAMESPACE"),
+            node: var("NODE_NAME"),
+            uid: var("POD_UID"),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The validation rules of Pulse's settings, each written once.
+//!
+//! The command line (clap value parsers), the runtime settings (the runtime
+//! ConfigMap and `PUT /admin/runtime`) and the OpenAPI document all use these, so a
+//! value accepted at start is accepted at run time and the other way round. Each
+//! rule returns the sentence a user sees; clap adds the flag's name, the runtime
+//! settings the key's.
+
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+/// Largest fault delay (`--fault-delay-max`, `fault_delay_max`): beyond it a
+/// faulted request would hit the request timeout anyway.
+pub const MAX_FAULT_DELAY: Duration = Duration::from_secs(60);
+
+/// [`MAX_FAULT_DELAY`] as written in messages and documents.
+pub const MAX_FAULT_DELAY_TEXT: &str = "60s";
+
+/// Largest byte limit (`--max-body-bytes`, `--max-store-bytes`): 1 GiB, far above
+/// any sane limit, low enough to catch a mistyped exponent.
+pub const MAX_BYTES: usize = 1 << 30;
+
+/// Largest `--max-concurrency`: a million in-flight requests is far past what one
+/// process serves well.
+pub const MAX_CONCURRENCY: usize = 1_000_000;
+
+/// A human-readable duration such as `250ms`, `5s` or `1m`.
+pub fn duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{e}; expected a duration such as 250ms, 5s or 1m"))
+}
+
+/// A duration greater than zero.
+pub fn positive_duration(value: &str) -> Result<Duration, String> {
+    match duration(value)? {
+        d if d.is_zero() => Err("must be greater than 0 (e.g. 30s)".into()),
+        d => Ok(d),
+    }
+}
+
+/// A fault delay: a duration from 0 (off) to [`MAX_FAULT_DELAY`].
+pub fn fault_delay(value: &str) -> Result<Duration, String> {
+    check_fault_delay(duration(value)?)
+}
+
+/// Checks a fault delay that is already a [`Duration`].
+pub fn check_fault_delay(delay: Duration) -> Result<Duration, String> {
+    if delay > MAX_FAULT_DELAY {
+        return Err(format!(
+            "{} is above the maximum of {MAX_FAULT_DELAY_TEXT}",
+            humantime::format_duration(delay)
+        ));
+    }
+    Ok(delay)
+}
+
+/// A fraction of requests, from 0 to 1 (`0.05` = 5%).
+pub fn rate(value: &str) -> Result<f64, String> {
+    value
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| RATE_RANGE.to_owned())
+        .and_then(check_rate)
+}
+
+/// Checks a rate that is already a number; NaN is not a rate.
+pub fn check_rate(rate: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(RATE_RANGE.to_owned())
+    }
+}
+
+const RATE_RANGE: &str = "must be a number between 0 and 1 (0.05 = 5%)";
+
+/// A byte limit from 1 to [`MAX_BYTES`].
+pub fn bytes(value: &str) -> Result<usize, String> {
+    count(value, MAX_BYTES)
+}
+
+/// A concurrency limit from 1 to [`MAX_CONCURRENCY`].
+pub fn concurrency(value: &str) -> Result<usize, String> {
+    count(value, MAX_CONCURRENCY)
+}
+
+/// An integer from 1 to `max`.
+fn count(value: &str, max: usize) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be an integer between 1 and {max}")),
+    }
+}
+
+/// A log filter directive (`info`, `pulse=debug,warn`), as the text it was given.
+pub fn log_level(value: &str) -> Result<String, String> {
+    log_filter(value).map(|_| value.to_owned())
+}
+
+/// The log filter for a log-level directive.
+///
+/// Pulse reports Kubernetes API failures itself, once per failure streak; kube's
+/// client would add an ERROR line per failed request, so that target is off unless
+/// the directive names `kube_client` itself.
+pub fn log_filter(directive: &str) -> Result<EnvFilter, String> {
+    let full = if directive.contains("kube_client") {
+        directive.to_owned()
+    } else {
+        format!("{directive},kube_client::client::builder=off")
+    };
+    EnvFilter::try_new(full)
+        .map_err(|e| format!("{e}; expected an EnvFilter directive such as info or pulse=debug"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fault_delay_cap_is_inclusive() {
+        assert_eq!(fault_delay("60s"), Ok(MAX_FAULT_DELAY));
+        assert_eq!(
+            duration(MAX_FAULT_DELAY_TEXT),
+            Ok(MAX_FAULT_DELAY),
+            "the text and the value agree"
+        );
+        assert!(
+            fault_delay("60001ms")
+                .unwrap_err()
+                .contains("maximum of 60s")
+        );
+        assert_eq!(fault_delay("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn rates_are_fractions() {
+        assert_eq!(rate(" 0.25 "), Ok(0.25));
+        for bad in ["1.5", "-0.1", "NaN", "lots"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        assert_eq!(bytes("1073741824"), Ok(MAX_BYTES));
+        assert!(bytes("1073741825").is_err());
+        assert!(concurrency("0").is_err());
+    }
+}
