@@ -101,3 +101,22 @@ async fn a_body_that_is_not_a_patch_is_a_counted_rejection() {
         2.0
     );
 }
+
+#[test]
+fn the_openapi_document_states_the_same_ranges() {
+    use pulse::config::rules;
+    let doc = serde_json::to_value(pulse::routes::openapi()).unwrap();
+    let patch = &doc["components"]["schemas"]["SettingsPatch"]["properties"];
+    let rate = &patch["fault_error_rate"];
+    let (min, max) = (
+        rate["minimum"].as_f64().unwrap(),
+        rate["maximum"].as_f64().unwrap(),
+    );
+    assert!(rules::check_rate(min).is_ok() && rules::check_rate(max).is_ok());
+    assert!(rules::check_rate(min - 1e-9).is_err() && rules::check_rate(max + 1e-9).is_err());
+    let delay = patch["fault_delay_max"]["description"].as_str().unwrap();
+    assert!(
+        delay.contains(&format!("at most `{MAX_FAULT_DELAY_TEXT}`")),
+        "{delay}"
+    );
+}
