@@ -5,14 +5,28 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# pipefail: a failing command anywhere in a pipeline fails the step.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 
 # Dependency layer: build the dependency graph against stub sources, so editing src/ does not rebuild
 # every crate. Only Cargo.toml, Cargo.lock and build.rs invalidate it.
+# Cargo reads every target the manifest declares, built or not: each [[bench]], [[test]] and [[example]]
+# (its `path`, or the default one) gets an empty stub too, read from Cargo.toml so a new one needs no
+# edit here. The stubs stay for the second build; the image builds none of them.
 COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && awk -F'"' ' \
+         /^\[/ { if (file) print file; dir = ""; file = "" }; \
+         /^\[\[bench\]\]/ { dir = "benches" }; \
+         /^\[\[test\]\]/ { dir = "tests" }; \
+         /^\[\[example\]\]/ { dir = "examples" }; \
+         dir && /^name *=/ && !file { file = dir "/" $2 ".rs" }; \
+         dir && /^path *=/ { file = $2 }; \
+         END { if (file) print file }' Cargo.toml \
+       | while read -r target; do mkdir -p "$(dirname "$target")" && echo 'fn main() {}' > "$target"; done \
     && cargo build --release --locked \
     && rm -rf src
 

@@ -13,18 +13,22 @@ RELEASE      ?= pulse
 IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
-.PHONY: help run test lint fmt-check clippy test-rust test-python deps build \
+.PHONY: help run test lint fmt-check clippy module-cycles test-rust test-python deps build \
         dashboards manifests image kind-up kind-down grafana prometheus e2e load bench
 
 help: ## List targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ \
+	  text = $$2; \
+	  while (match(text, /\$$\([A-Z_]+\)/)) \
+	    text = substr(text, 1, RSTART - 1) ENVIRON[substr(text, RSTART + 2, RLENGTH - 3)] substr(text, RSTART + RLENGTH); \
+	  printf "  %-12s %s\n", $$1, text }'
 
 run: ## Run Pulse on :8080 with human-readable logs (Ctrl-C stops it gracefully)
 	PULSE_LOG_FORMAT=text $(CARGO) run -- serve
 
 test: lint test-rust test-python ## Everything CI runs: fmt check, clippy -D warnings, all tests
 
-lint: fmt-check clippy ## Formatting and clippy, warnings are errors
+lint: fmt-check clippy module-cycles ## Formatting and clippy, warnings are errors; no import cycle in src/
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -32,28 +36,43 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
+module-cycles:
+	$(PYTHON) scripts/module-cycles.py
+
 deps: ## Check the external tools the tests use
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus (or run .ci/run)"; exit 1; }
 	@command -v shellcheck >/dev/null || { echo "shellcheck missing: apt-get install shellcheck (or run .ci/run)"; exit 1; }
 
+# The same command builds the binary the Python tests run (TEST_BUILD below).
+TEST_CARGO := $(CARGO) test --all-targets
+
 test-rust: deps ## Unit and integration tests (real router, real binary, promtool)
-	$(CARGO) test --all-targets
+	@echo "cargo test: includes a 60 s soak test (tests/soak.rs; PULSE_SOAK_SECONDS=10 shortens it)"
+	$(TEST_CARGO)
 
 build:
 	$(CARGO) build
 
 $(VENV)/.installed: requirements-dev.txt
+	@echo "Installing the Python test tools (requirements-dev.txt) into $(VENV)/: pytest, Helm engine, Schemathesis... (under a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	@echo "Installing Checkov (requirements-checkov.txt) into $(CHECKOV_VENV)/, a venv of its own (under a minute)"
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
-test-python: build $(VENV)/.installed $(CHECKOV_VENV)/.installed ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, Dockerfile lint
-	PULSE_BIN=target/debug/pulse CHECKOV=$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest -q tests/python
+# The Python tests run the `pulse` binary `cargo test` builds for tests/*.rs: after test-rust this is a
+# no-op, where `cargo build` would compile pulse again (dev-dependencies enable more features). Its path
+# comes from cargo's own messages, so a CARGO_TARGET_DIR is honoured; run alone, it builds what it needs.
+TEST_BUILD := $(TEST_CARGO) --no-run --message-format=json-render-diagnostics | $(PYTHON) scripts/cargo-bin.py pulse
+
+test-python: $(VENV)/.installed $(CHECKOV_VENV)/.installed ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
+	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
+	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest -q tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------
 
@@ -67,8 +86,7 @@ manifests: dashboards $(VENV)/.installed ## Regenerate manifests/ (plain YAML) f
 # --- image and the kind lab (need docker, kind, helm, kubectl) ------------------------------------
 
 image: ## Build the container image $(IMAGE)
-	@command -v docker >/dev/null || { echo "error: docker is not installed: https://docs.docker.com/get-docker/"; exit 1; }
-	docker build -t $(IMAGE) --build-arg PULSE_REVISION=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) .
+	scripts/image.sh
 
 kind-up: ## Create/reuse a kind cluster, build and load the image, install Pulse + Prometheus + Grafana
 	scripts/kind-up.sh
@@ -95,4 +113,4 @@ load: ## Traffic from the laptop to the lab's Pulse via a port-forward (RATE=20 
 
 e2e: ## After kind-up: helm test + the Rust e2e suite (tests/e2e.rs) against the current kube context
 	scripts/e2e.sh
-	PULSE_E2E=1 PULSE_E2E_NAMESPACE=$(NAMESPACE) PULSE_E2E_RELEASE=$(RELEASE) $(CARGO) test --test e2e -- --test-threads=1
+	PULSE_E2E_NAMESPACE=$(NAMESPACE) PULSE_E2E_RELEASE=$(RELEASE) $(CARGO) test --test e2e -- --ignored --test-threads=1

@@ -3,7 +3,7 @@
 # Pulse (up == 1) and has loaded its rules, Grafana lists the Pulse dashboards.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
-for tool in helm kubectl curl; do require "$tool"; done
+require helm kubectl curl
 
 echo "== helm test"
 helm test "$RELEASE" -n "$NAMESPACE" --timeout 2m

@@ -3,8 +3,8 @@
 # reuses the cluster, rebuilds and reloads the image, and upgrades the release.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
-for tool in docker kind helm kubectl; do require "$tool"; done
-docker info >/dev/null 2>&1 || { echo "error: docker is installed but its daemon is not running" >&2; exit 1; }
+require docker kind helm kubectl
+require_docker_daemon
 
 if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
   echo "kind cluster '$KIND_CLUSTER' exists: reusing it"

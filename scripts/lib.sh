@@ -9,20 +9,46 @@ IMAGE=${IMAGE:-pulse:dev}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE ROOT
 
-# require TOOL: stop with what is missing and where to get it.
-require() {
-  local tool=$1 hint
-  command -v "$tool" >/dev/null 2>&1 && return 0
-  case $tool in
-    docker)  hint="Docker Engine or Docker Desktop: https://docs.docker.com/get-docker/" ;;
-    kind)    hint="go install sigs.k8s.io/kind@latest, or https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
-    helm)    hint="Helm 3.14+ or 4: https://helm.sh/docs/intro/install/" ;;
-    kubectl) hint="https://kubernetes.io/docs/tasks/tools/#kubectl" ;;
-    curl)    hint="your package manager (apt-get install curl)" ;;
-    cargo)   hint="a Rust toolchain: https://rustup.rs" ;;
-    *)       hint="install it and retry" ;;
+# install_hint TOOL: where to get it.
+install_hint() {
+  case $1 in
+    docker)  echo "Docker Engine or Docker Desktop: https://docs.docker.com/get-docker/" ;;
+    kind)    echo "go install sigs.k8s.io/kind@latest, or https://kind.sigs.k8s.io/docs/user/quick-start/#installation" ;;
+    helm)    echo "Helm 3.14+ or 4: https://helm.sh/docs/intro/install/" ;;
+    kubectl) echo "https://kubernetes.io/docs/tasks/tools/#kubectl" ;;
+    curl)    echo "your package manager (apt-get install curl)" ;;
+    cargo)   echo "a Rust toolchain: https://rustup.rs" ;;
+    git)     echo "your package manager (apt-get install git), or https://git-scm.com/downloads" ;;
+    *)       echo "install it and retry" ;;
   esac
-  echo "error: '$tool' is not installed. Get it: $hint" >&2
+}
+
+# require TOOL...: stop with one message naming every missing tool and where to get it.
+require() {
+  local tool missing=()
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  {
+    echo "error: not installed: ${missing[*]}. Get them:"
+    for tool in "${missing[@]}"; do echo "  $tool: $(install_hint "$tool")"; done
+  } >&2
+  exit 1
+}
+
+# require_docker_daemon: stop with one clear line when docker is installed but cannot build.
+require_docker_daemon() {
+  local err
+  err=$(docker info 2>&1 >/dev/null) && return 0
+  case $err in
+    *"permission denied"*)
+      echo "error: docker's daemon socket refuses user '$(id -un)': add it to the docker group (sudo usermod -aG docker $(id -un), then log in again) or use rootless Docker: https://docs.docker.com/engine/install/linux-postinstall/" >&2 ;;
+    *"Cannot connect to the Docker daemon"* | *"Is the docker daemon running"* | *"connection refused"* | *"no such file or directory"*)
+      echo "error: docker is installed but its daemon is not running: start Docker Desktop, or 'sudo systemctl start docker'" >&2 ;;
+    *)
+      echo "error: docker cannot reach its daemon: 'docker info' says: $(echo "$err" | grep -v '^\s*$' | tail -n 1)" >&2 ;;
+  esac
   exit 1
 }
 

@@ -53,21 +53,38 @@ class Pulse:
 
 BINARY = os.environ.get("PULSE_BIN", str(ROOT / "target" / "debug" / "pulse"))
 
+# Seeds of the randomised tests: printed by the test (shown when it fails) and at the end of the run.
+SEEDS: dict[str, str] = {}
+
+
+def seed(env_var: str, default: int | str, what: str) -> str:
+    """The seed for `what`: `env_var` when set, else `default`; printed so any run can be repeated."""
+    value = os.environ.get(env_var) or str(default)
+    SEEDS[env_var] = f"{value} ({what})"
+    print(f"{what}: seed {value} (repeat or change it with {env_var}=...)")
+    return value
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SEEDS:
+        terminalreporter.write_line("seeds: " + ", ".join(f"{var}={value}" for var, value in SEEDS.items()))
+
 
 class PulseProcess(Pulse):
     """A `pulse` process on a fixed loopback port; `restart()` replaces it with a new process."""
 
-    def __init__(self, port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None, binary: str | None = None):
         super().__init__(port or free_port())
         self.port = int(self.base.rsplit(":", 1)[1])
         self.env = env or {}
+        self.binary = binary or BINARY
         self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
         # Flags win over PULSE_* variables, so the address is always ours.
         self.proc = subprocess.Popen(
-            [BINARY, "--addr", f"127.0.0.1:{self.port}", "--shutdown-delay", "0s"],
+            [self.binary, "--addr", f"127.0.0.1:{self.port}", "--shutdown-delay", "0s"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PULSE_KUBE": "off", **self.env},

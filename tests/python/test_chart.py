@@ -22,12 +22,13 @@ import pulsechart as pc
 import pytest
 import yaml
 from conftest import Pulse, PulseProcess, free_port
+from crds import crd_text
 
 ROOT = pc.ROOT
-CRDS = ROOT.parent / "shared" / "crds"
 KUBE_VERSION = "1.33.0"
 VALUE_SETS = list(pc.VALUE_SETS)
-MONITORING_KINDS = {"ServiceMonitor": "crd-servicemonitors.yaml", "PrometheusRule": "crd-prometheusrules.yaml"}
+# Kind -> the plural of its CRD (tests/python/crds.py gets the pinned schemas).
+MONITORING_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
 
 
 def kinds(objects, kind):
@@ -108,7 +109,7 @@ def closed(schema):
 
 
 def crd_validator(kind):
-    docs = yaml.safe_load_all((CRDS / MONITORING_KINDS[kind]).read_text())
+    docs = yaml.safe_load_all(crd_text(MONITORING_KINDS[kind]))
     crd = next(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
     schema = closed(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     # metadata is `type: object` in CRDs; the API server validates it, not the CRD.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Pulse, PulseProcess, free_port
+from conftest import Pulse, PulseProcess, free_port, seed
 from dashboards import expressions, load_all, substitute
 from rules import rule_spec, write_rule_file
 
@@ -61,9 +61,8 @@ class CadvisorFixture(BaseHTTPRequestHandler):
         pass
 
 
-def traffic(pulse: Pulse, stop: threading.Event):
+def traffic(pulse: Pulse, stop: threading.Event, rng: random.Random):
     """The mix a dashboard should show: successes, 4xx, 5xx (about 1 in 8), slow requests, gauges."""
-    rng = random.Random(7)
     requests = [
         ("GET", "/api/users"), ("GET", "/api/users"), ("POST", "/api/users?name=Ann&email=ann@example.com"),
         ("GET", "/api/users/1"), ("GET", "/api/users/999"), ("GET", "/api/error"),
@@ -164,7 +163,8 @@ def stack(tmp_path_factory):
         prometheus = Prometheus(port)
         poll(lambda: prometheus.query('up{job="pulse"} == 1')["data"]["result"], 15)
         pulse.restart()
-        threading.Thread(target=traffic, args=(pulse, stop), daemon=True).start()
+        rng = random.Random(int(seed("PULSE_TRAFFIC_SEED", 7, "the live-Prometheus traffic mix")))
+        threading.Thread(target=traffic, args=(pulse, stop, rng), daemon=True).start()
         yield prometheus, pulse
     finally:
         stop.set()

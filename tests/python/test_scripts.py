@@ -16,3 +16,53 @@ def test_shellcheck(script):
     result = subprocess.run([shellcheck, "-x", "-P", "SCRIPTDIR", str(script)],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout
+
+
+# --- what the lab scripts say when a tool or the Docker daemon is missing ------------------------
+
+def bin_dir(tmp_path, *tools: str, fakes: dict[str, str] | None = None) -> str:
+    """A PATH holding only these host tools (symlinked) and fake scripts: nothing else is installed."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    for tool in tools:
+        (directory / tool).symlink_to(shutil.which(tool))
+    for name, script in (fakes or {}).items():
+        (directory / name).write_text("#!/bin/sh\n" + script)
+        (directory / name).chmod(0o755)
+    return str(directory)
+
+
+def test_kind_up_names_every_missing_tool_in_one_message(tmp_path):
+    path = bin_dir(tmp_path, "bash", "dirname")
+    result = subprocess.run([shutil.which("bash"), "scripts/kind-up.sh"], capture_output=True, text=True,
+                            cwd=ROOT, env={"PATH": path}, timeout=30)
+    assert result.returncode == 1
+    first, *hints = result.stderr.splitlines()
+    assert first == "error: not installed: docker kind helm kubectl. Get them:"
+    assert [h.split(":")[0].strip() for h in hints] == ["docker", "kind", "helm", "kubectl"]
+    assert all("https://" in h for h in hints), hints
+
+
+@pytest.mark.parametrize("docker_says, expected", [
+    ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+     "docker is installed but its daemon is not running"),
+    ("permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock",
+     "docker's daemon socket refuses user"),
+], ids=["daemon-not-running", "permission-denied"])
+def test_make_image_explains_a_docker_daemon_it_cannot_use(tmp_path, docker_says, expected):
+    fake = f'[ "$1" = info ] && {{ echo "Client: fake"; echo "{docker_says}" >&2; exit 1; }}\n' \
+           'echo "docker $*: must not run" >&2; exit 99\n'
+    path = bin_dir(tmp_path, "bash", "dirname", "id", "grep", "tail", "git", fakes={"docker": fake})
+    result = subprocess.run([shutil.which("make"), "-s", "image"], capture_output=True, text=True, cwd=ROOT,
+                            env={"PATH": path, "HOME": str(tmp_path)}, timeout=60)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
+    assert len(errors) == 1 and errors[0].startswith("error: " + expected), result.stderr
+    assert "must not run" not in result.stderr, "docker build ran against a daemon it cannot use"
+
+
+def test_make_help_expands_the_variables_it_mentions():
+    result = subprocess.run([shutil.which("make"), "-s", "help", "IMAGE=registry.example/pulse:1.2"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert "$(" not in result.stdout, result.stdout
+    assert "Build the container image registry.example/pulse:1.2" in result.stdout
