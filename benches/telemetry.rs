@@ -48,6 +48,7 @@ fn per_request(c: &mut Criterion) {
             b.iter(|| {
                 runtime.block_on(async {
                     let request = Request::get("/api/users")
+                        .header("host", "pulse.bench")
                         .body(Body::empty())
                         .expect("request");
                     app.clone().oneshot(request).await.expect("infallible")

@@ -27,6 +27,8 @@ pub struct Lifecycle {
     pub shutdown_timeout: Duration,
     /// Close a connection whose request head does not arrive within this.
     pub header_read_timeout: Duration,
+    /// Close a connection whose response makes no progress for this long.
+    pub write_timeout: Duration,
 }
 
 /// Everything `pulse serve` runs, before it listens.
@@ -81,6 +83,7 @@ impl App {
                 shutdown_delay: args.shutdown_delay,
                 shutdown_timeout: args.shutdown_timeout,
                 header_read_timeout: args.header_read_timeout,
+                write_timeout: args.write_timeout,
             },
             pod,
             resource,

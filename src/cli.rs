@@ -137,7 +137,12 @@ mod tests {
                 "--shutdown-delay",
                 "such as 250ms",
             ),
-            (&["--log-level", "[["][..], "--log-level", "EnvFilter"),
+            (&["--log-level", "[["][..], "--log-level", "names no level"),
+            (
+                &["--log-level", "info=[["][..],
+                "--log-level",
+                "names no level",
+            ),
         ] {
             let err = serve(args).unwrap_err().to_string();
             let first = err.lines().next().unwrap_or_default();

@@ -158,6 +158,14 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         response.extensions_mut().insert(ErrorType(self.kind()));
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body is not read, so the connection cannot carry another request:
+            // say so, or a client would send its next request into a closing socket.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

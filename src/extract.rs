@@ -22,6 +22,19 @@ pub struct Path<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
+/// The raw body, as [`Bytes`], answering rejections (too large, a broken chunked
+/// encoding) with [`ApiError`].
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(Bytes::from_request(req, state).await?))
+    }
+}
+
 /// Input taken from a JSON body when there is one, else from the query string.
 ///
 /// Users are created both with `curl -X POST "/api/users?name=John&email=..."` and

@@ -281,54 +281,9 @@ fn otel_and_downward_api_variables_become_resource_attributes() {
     assert_eq!(root["node"], "kind-worker");
 }
 
-/// A one-purpose OTLP/HTTP receiver: records each request's path, content
-/// type and body, answers 200 with an empty (valid) protobuf response.
-fn otlp_receiver() -> (u16, std::sync::mpsc::Receiver<(String, String, Vec<u8>)>) {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
-                    let (mut length, mut content_type) = (0usize, String::new());
-                    loop {
-                        let mut header = String::new();
-                        reader.read_line(&mut header).unwrap();
-                        let header = header.trim_end();
-                        if header.is_empty() {
-                            break;
-                        }
-                        let (name, value) = header.split_once(':').unwrap();
-                        match name.to_ascii_lowercase().as_str() {
-                            "content-length" => length = value.trim().parse().unwrap(),
-                            "content-type" => content_type = value.trim().to_owned(),
-                            _ => {}
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).unwrap();
-                    let _ = tx.send((path, content_type, body));
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
-                    reader.get_mut().write_all(reply.as_bytes()).unwrap();
-                }
-            });
-        }
-    });
-    (port, rx)
-}
-
 #[test]
 fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
-    let (port, received) = otlp_receiver();
+    let (port, received) = common::otlp::receiver();
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut pulse = Pulse::start_with_env(
         &["--shutdown-delay", "0s"],

@@ -220,6 +220,7 @@ async fn in_progress_counts_requests_being_served() {
     let slow = tokio::spawn(async move {
         use tower::ServiceExt as _;
         let request = axum::http::Request::get("/delay/0.5")
+            .header("host", "pulse.test")
             .body(axum::body::Body::empty())
             .unwrap();
         router.oneshot(request).await.unwrap().status()

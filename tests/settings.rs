@@ -120,3 +120,41 @@ fn the_openapi_document_states_the_same_ranges() {
         "{delay}"
     );
 }
+
+#[tokio::test]
+async fn log_levels_that_name_no_level_are_refused_by_the_config_map_and_the_admin_route() {
+    let app = TestApp::new();
+    let long = "a".repeat(100_000);
+    for bad in ["", "info\u{0}", "[{=}]", long.as_str(), "pulse"] {
+        let body = serde_json::json!({ "log_level": bad }).to_string();
+        let reply = app.send("PUT", "/admin/runtime", Some(&body)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{bad:.20?}: {}",
+            reply.body
+        );
+        let data = BTreeMap::from([("log_level".to_owned(), bad.to_owned())]);
+        assert!(
+            app.state
+                .settings
+                .replace_from_config_map(Some(&data))
+                .is_err(),
+            "ConfigMap log_level {bad:.20?}"
+        );
+        assert!(
+            Cli::try_parse_from(["pulse", "--log-level", bad]).is_err(),
+            "--log-level {bad:.20?}"
+        );
+    }
+    assert_eq!(
+        app.state.settings.current().log_level,
+        "info",
+        "nothing applied"
+    );
+    let m = app.scrape().await;
+    assert_eq!(
+        m.value("pulse_config_reloads_total", &[("result", "applied")]),
+        0.0
+    );
+}

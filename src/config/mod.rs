@@ -33,6 +33,8 @@ pub mod defaults {
     pub const MAX_CONCURRENCY: usize = 1024;
     /// `--header-read-timeout`.
     pub const HEADER_READ_TIMEOUT: &str = "30s";
+    /// `--write-timeout`.
+    pub const WRITE_TIMEOUT: &str = "30s";
     /// `--fault-error-rate`.
     pub const FAULT_ERROR_RATE: f64 = 0.0;
     /// `--fault-delay-max`.
@@ -128,6 +130,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_HEADER_READ_TIMEOUT", default_value = defaults::HEADER_READ_TIMEOUT, value_parser = rules::positive_duration)]
     pub header_read_timeout: Duration,
 
+    /// Close a connection whose response write makes no progress this long: a
+    /// client that stops reading (slow read) cannot hold a connection forever.
+    #[arg(long, env = "PULSE_WRITE_TIMEOUT", default_value = defaults::WRITE_TIMEOUT, value_parser = rules::positive_duration)]
+    pub write_timeout: Duration,
+
     /// Fraction of API requests answered with an injected 500 (0..=1).
     #[arg(long, env = "PULSE_FAULT_ERROR_RATE", default_value_t = defaults::FAULT_ERROR_RATE, value_parser = rules::rate)]
     pub fault_error_rate: f64,
@@ -174,6 +181,7 @@ impl Default for ServeArgs {
             max_store_bytes: defaults::MAX_STORE_BYTES,
             max_concurrency: defaults::MAX_CONCURRENCY,
             header_read_timeout: duration(defaults::HEADER_READ_TIMEOUT),
+            write_timeout: duration(defaults::WRITE_TIMEOUT),
             fault_error_rate: defaults::FAULT_ERROR_RATE,
             fault_delay_max: duration(defaults::FAULT_DELAY_MAX),
             instrument_probes: false,

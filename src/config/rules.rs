@@ -93,8 +93,42 @@ fn count(value: &str, max: usize) -> Result<usize, String> {
     }
 }
 
+/// Longest log filter accepted: far above any real directive list.
+pub const MAX_LOG_LEVEL_CHARS: usize = 1024;
+
+/// The levels a directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
 /// A log filter directive (`info`, `pulse=debug,warn`), as the text it was given.
+///
+/// `EnvFilter` accepts almost any text (an empty string, a bare word read as a
+/// target, garbage between brackets) and then logs nothing, so a mistyped level
+/// would silently stop logging. Each comma-separated directive must therefore be
+/// a level, or `target[span{field}]=level`: something that says what to log.
 pub fn log_level(value: &str) -> Result<String, String> {
+    if value.chars().count() > MAX_LOG_LEVEL_CHARS {
+        return Err(format!("must be at most {MAX_LOG_LEVEL_CHARS} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if value.trim().is_empty() {
+        return Err(format!(
+            "must name a level ({}), e.g. info or pulse=debug,warn",
+            LEVELS.join(", ")
+        ));
+    }
+    for directive in value.split(',') {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
+            return Err(format!(
+                "{directive:?} names no level ({}); expected e.g. info or pulse=debug,warn",
+                LEVELS.join(", ")
+            ));
+        }
+    }
     log_filter(value).map(|_| value.to_owned())
 }
 
@@ -138,6 +172,32 @@ mod tests {
         assert_eq!(rate(" 0.25 "), Ok(0.25));
         for bad in ["1.5", "-0.1", "NaN", "lots"] {
             assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn log_levels_must_say_what_to_log() {
+        for good in [
+            "info",
+            "WARN",
+            "pulse=debug,warn",
+            "pulse[request]=trace",
+            "off",
+        ] {
+            assert!(log_level(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(100_000);
+        for bad in [
+            "",
+            " ",
+            "info\u{0}",
+            "[{=}]",
+            "pulse",
+            "info,",
+            "inf",
+            long.as_str(),
+        ] {
+            assert!(log_level(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
@@ -68,17 +68,25 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
         .routes
         .get(method, matched.map_or(UNMATCHED, |p| p.as_str()));
     let instrumented = route.recorded;
+    let other_method = method == HttpMethod::Other;
     let method = method.as_str();
 
+    // The stable OpenTelemetry HTTP server span conventions: fields left `Empty`
+    // and never recorded are not exported, so a request that matched no route has
+    // no `http.route`, and only an unknown method has `http.request.method_original`.
     let span = request_span!(
         instrumented,
         otel.name = &*route.span_name,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        http.route = &*route.route,
+        http.request.method_original = Empty,
+        http.route = Empty,
         http.response.status_code = Empty,
+        "error.type" = Empty,
+        network.protocol.version = protocol_version(request.version()),
         url.path = request.uri().path(),
+        url.query = Empty,
         url.scheme = "http",
         user_agent.original = request
             .headers()
@@ -86,6 +94,15 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
     );
+    if route.matched {
+        span.record("http.route", &*route.route);
+    }
+    if other_method {
+        span.record("http.request.method_original", request.method().as_str());
+    }
+    if let Some(query) = request.uri().query() {
+        span.record("url.query", query);
+    }
     let parent =
         global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
     // Fails only when no OpenTelemetry layer is installed (library use, tests).
@@ -113,9 +130,12 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
         t.metrics.api_error(*kind);
     }
 
-    span.record("http.response.status_code", status.as_u16());
+    // An integer attribute: `tracing` hands an unsigned value to the OpenTelemetry
+    // layer as text.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
     }
     if span_context.is_valid() {
         response
@@ -133,6 +153,17 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
         tracing::debug!(parent: &span, method, route, status, duration_ms, %trace_id, %span_id, "request");
     }
     response
+}
+
+/// `network.protocol.version`: what the client spoke.
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }
 
 const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");

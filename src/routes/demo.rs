@@ -3,15 +3,15 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Path, Query};
+use crate::extract::{Path, Query, RawBody};
 
 /// Longest `/delay/{seconds}` accepted.
 pub const MAX_DELAY_SECONDS: f64 = 10.0;
@@ -94,43 +94,68 @@ pub async fn delay(Path(seconds): Path<String>) -> Result<Json<DelayBody>, ApiEr
     }))
 }
 
-/// Responds with the status `code` (200 to 599; 1xx are refused with 400,
-/// because an informational status cannot end an HTTP exchange).
+/// Responds with the status `code`: a registered status from 200 to 599 (those
+/// with a standard reason phrase; others get 400, so the route's series are bounded).
 #[utoipa::path(get, path = "/status/{code}", tag = "demo",
-    params(("code" = u16, Path, minimum = 200, maximum = 599, description = "HTTP status, 200 to 599")),
+    params(("code" = ServedStatus, Path, description = "A registered HTTP status, 200 to 599")),
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
-        (status = 400, description = "Not a status from 200 to 599", body = ErrorBody)))]
+        (status = 400, description = "Not a registered status from 200 to 599", body = ErrorBody)))]
 pub async fn status_get(code: Path<String>) -> Result<Response, ApiError> {
     status(code).await
 }
 
-/// Responds with the status `code` (200 to 599; 1xx are refused with 400,
-/// because an informational status cannot end an HTTP exchange).
+/// Responds with the status `code`: a registered status from 200 to 599 (those
+/// with a standard reason phrase; others get 400, so the route's series are bounded).
 #[utoipa::path(post, path = "/status/{code}", tag = "demo",
-    params(("code" = u16, Path, minimum = 200, maximum = 599, description = "HTTP status, 200 to 599")),
+    params(("code" = ServedStatus, Path, description = "A registered HTTP status, 200 to 599")),
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
-        (status = 400, description = "Not a status from 200 to 599", body = ErrorBody)))]
+        (status = 400, description = "Not a registered status from 200 to 599", body = ErrorBody)))]
 pub async fn status_post(code: Path<String>) -> Result<Response, ApiError> {
     status(code).await
 }
 
+/// Whether `/status/{code}` answers `status`: a final status (200 to 599) that
+/// is registered (has a standard reason phrase), so that the codes a client can
+/// ask for, and with them the `status` label values of this route, are a fixed
+/// set of [`served_statuses`]`().count()` values.
+pub fn is_served(status: StatusCode) -> bool {
+    // A 1xx cannot end an HTTP exchange (hyper would turn it into a 500).
+    !status.is_informational() && status.canonical_reason().is_some()
+}
+
+/// Every status `/status/{code}` answers.
+pub fn served_statuses() -> impl Iterator<Item = StatusCode> {
+    (200..=599)
+        .filter_map(|code| StatusCode::from_u16(code).ok())
+        .filter(|s| is_served(*s))
+}
+
+/// The schema of `{code}`: the [`served_statuses`], listed.
+pub struct ServedStatus;
+
+impl utoipa::PartialSchema for ServedStatus {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .enum_values(Some(served_statuses().map(|s| s.as_u16())))
+            .into()
+    }
+}
+
+impl ToSchema for ServedStatus {}
+
 async fn status(Path(code): Path<String>) -> Result<Response, ApiError> {
-    let code = code
+    let status = code
         .parse::<u16>()
         .ok()
-        .filter(|c| (100..=599).contains(c))
-        .ok_or_else(|| ApiError::invalid("code", "code must be an integer from 200 to 599"))?;
-    // HTTP has no way to end an exchange with a 1xx: hyper would turn it into a
-    // 500. Refuse it as the client's mistake instead.
-    let status = StatusCode::from_u16(code)
-        .ok()
-        .filter(|s| !s.is_informational())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .filter(|s| is_served(*s))
         .ok_or_else(|| {
             ApiError::invalid(
                 "code",
-                "1xx statuses are informational and cannot be a final response; use 200 to 599",
+                "code must be a registered HTTP status from 200 to 599 (e.g. 200, 404, 418, 503)",
             )
         })?;
     // 204 and 304 responses cannot carry a body.
@@ -168,7 +193,7 @@ pub async fn item(
     responses(
         (status = 200, description = "The same body", body = serde_json::Value, content_type = "*/*"),
         (status = 413, description = "Body too large", body = ErrorBody)))]
-pub async fn echo(headers: HeaderMap, body: Bytes) -> Response {
+pub async fn echo(headers: HeaderMap, RawBody(body): RawBody) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .cloned()

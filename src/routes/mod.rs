@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
+use crate::middleware::conformance::ConformanceLayer;
 use crate::middleware::overload::{self, ConcurrencyLimit};
 use crate::middleware::telemetry::{self, HttpTelemetry};
 use crate::middleware::timeout;
@@ -200,6 +201,7 @@ fn with_layers(router: Router<AppState>, state: AppState, config: &HttpConfig) -
     let layers = ServiceBuilder::new()
         .option_layer(telemetry)
         .layer(drain::layer(state.readiness.clone()))
+        .layer(ConformanceLayer::new(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             config.request_timeout,
             timeout::enforce,

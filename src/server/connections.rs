@@ -8,10 +8,7 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,8 +16,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::stream::{Idle, Watched};
 
 use crate::telemetry::Metrics;
 use crate::telemetry::labels::ErrorKind;
@@ -30,6 +28,7 @@ pub struct Connections {
     listener: TcpListener,
     app: Router,
     builder: http1::Builder,
+    write_timeout: Duration,
     metrics: Arc<Metrics>,
     graceful: GracefulShutdown,
 }
@@ -46,11 +45,13 @@ impl Draining {
 
 impl Connections {
     /// Connections on `listener` answered by `app`. A connection whose next
-    /// request head is not complete within `header_read_timeout` is closed.
+    /// request head is not complete within `header_read_timeout`, or whose
+    /// response makes no progress for `write_timeout`, is closed.
     pub fn new(
         listener: TcpListener,
         app: Router,
         header_read_timeout: Duration,
+        write_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut builder = http1::Builder::new();
@@ -62,6 +63,7 @@ impl Connections {
             listener,
             app,
             builder,
+            write_timeout,
             metrics,
             graceful: GracefulShutdown::new(),
         }
@@ -99,10 +101,7 @@ impl Connections {
         // Small JSON answers: do not wait for Nagle to fill a segment.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Idle::default());
-        let io = TokioIo::new(Watched {
-            inner: stream,
-            activity: activity.clone(),
-        });
+        let io = TokioIo::new(Watched::new(stream, activity.clone(), self.write_timeout));
         let service = TowerToHyperService::new(self.app.clone());
         let connection = self
             .graceful
@@ -119,7 +118,10 @@ impl Connections {
 /// Counts the connection failures a client caused; the rest (resets, clients
 /// that hang up) are normal on the internet and only logged at debug.
 fn connection_failed(err: &hyper::Error, idle: &Idle, metrics: &Metrics) {
-    let kind = if err.is_timeout() {
+    let kind = if Watched::is_write_timeout(err) {
+        // A client that stopped reading its response (slow read).
+        ErrorKind::WriteTimeout
+    } else if err.is_timeout() {
         // hyper's header timer also runs while a keep-alive connection waits
         // for its next request: closing an idle connection is not an error.
         if idle.get() {
@@ -151,79 +153,4 @@ async fn accept_failed(err: io::Error) {
     }
     tracing::error!(error = %err, "accept failed; retrying in 1s");
     tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-/// Whether a connection is between requests: a response was written and no
-/// byte has arrived since. A new connection is not idle: a client that opens
-/// one and sends nothing is what the header read timeout is for.
-#[derive(Debug, Default)]
-struct Idle(AtomicBool);
-
-impl Idle {
-    fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, idle: bool) {
-        self.0.store(idle, Ordering::Relaxed);
-    }
-}
-
-/// A TCP stream that records whether it is [`Idle`].
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Idle>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.set(false);
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.set(true);
-        }
-        poll
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.set(true);
-        }
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

@@ -8,6 +8,7 @@
 
 mod connections;
 mod signals;
+mod stream;
 
 pub use signals::Signals;
 
@@ -133,6 +134,7 @@ pub async fn serve(
             listener,
             router,
             lifecycle.header_read_timeout,
+            lifecycle.write_timeout,
             state.metrics.clone(),
         )
         .accept_until(async move {

@@ -114,6 +114,8 @@ pub enum ErrorKind {
     HeaderTimeout,
     /// A request hyper could not parse (it answers 400, 414 or 431 itself).
     MalformedRequest,
+    /// A response write that made no progress within `--write-timeout` (connection closed).
+    WriteTimeout,
 }
 
 impl ErrorKind {
@@ -133,6 +135,7 @@ impl ErrorKind {
             Self::Internal => "internal",
             Self::HeaderTimeout => "header_timeout",
             Self::MalformedRequest => "malformed_request",
+            Self::WriteTimeout => "write_timeout",
         }
     }
 }

@@ -180,6 +180,8 @@ pub fn init_tracing(
                 // Code locations, thread ids and busy/idle times per span: not worth their
                 // per-request cost for a server span whose attributes say what matters.
                 .with_location(false)
+                // The `tracing` target is not an OpenTelemetry attribute.
+                .with_target(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
                 .with_filter(spans),

@@ -23,10 +23,12 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// Telemetry handles of one (route, method).
 pub struct RouteTelemetry {
-    /// The span name, `{METHOD} {route}`.
+    /// The span name: `{METHOD} {route}`, or the method alone when no route matched.
     pub span_name: Box<str>,
     /// The route template (or `unmatched`).
     pub route: Arc<str>,
+    /// Whether a route matched (`route` is then a template, not [`UNMATCHED`]).
+    pub matched: bool,
     /// Whether requests of this route are recorded in the `http_*` series (probes
     /// and `/metrics` are not, by default).
     pub recorded: bool,
@@ -154,6 +156,18 @@ impl RouteTable {
 
     fn bind(&self, method: HttpMethod, route: &str) -> RouteTelemetry {
         let recorded = !self.unrecorded.contains(route);
+        let matched = route != UNMATCHED;
+        // The conventions' span name: `{method} {route}`, the method alone without a
+        // route, and `HTTP` for a method outside the known set.
+        let verb = match method {
+            HttpMethod::Other => "HTTP",
+            known => known.as_str(),
+        };
+        let span_name = if matched {
+            format!("{verb} {route}")
+        } else {
+            verb.to_owned()
+        };
         let route: Arc<str> = Arc::from(route);
         let method = method.as_str();
         let labels = [
@@ -161,7 +175,8 @@ impl RouteTable {
             KeyValue::new("route", route.clone()),
         ];
         RouteTelemetry {
-            span_name: format!("{method} {route}").into(),
+            span_name: span_name.into(),
+            matched,
             recorded,
             bound: OnceLock::new(),
             by_status: RwLock::new(HashMap::new()),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod otlp;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
@@ -70,7 +72,14 @@ impl TestApp {
         self.request(request).await
     }
 
-    pub async fn request(&self, request: Request<Body>) -> Reply {
+    /// Sends `request`, with a `Host` header when it has none (as every HTTP/1.1
+    /// client sends one; Pulse refuses a request without).
+    pub async fn request(&self, mut request: Request<Body>) -> Reply {
+        if !request.headers().contains_key("host") {
+            request
+                .headers_mut()
+                .insert("host", axum::http::HeaderValue::from_static("pulse.test"));
+        }
         let response = self
             .router
             .clone()

@@ -39,6 +39,7 @@ CONFIG = {
     "maxStoreBytes": ("PULSE_MAX_STORE_BYTES", str),
     "maxConcurrency": ("PULSE_MAX_CONCURRENCY", str),
     "headerReadTimeoutSeconds": ("PULSE_HEADER_READ_TIMEOUT", lambda v: f"{v}s"),
+    "writeTimeoutSeconds": ("PULSE_WRITE_TIMEOUT", lambda v: f"{v}s"),
     "faultErrorRate": ("PULSE_FAULT_ERROR_RATE", str),
     "faultDelayMaxMs": ("PULSE_FAULT_DELAY_MAX", lambda v: f"{v}ms"),
 }

@@ -1,0 +1,126 @@
+//! The server span of each request as it leaves Pulse over OTLP: decoded with the
+//! OTLP protobuf messages and checked against the stable OpenTelemetry HTTP
+//! server span conventions, attribute types included.
+
+mod common;
+
+use std::time::Duration;
+
+use common::otlp::{self, attribute, hex, string};
+use common::{Pulse, client};
+use nix::sys::signal::Signal;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT: &str = "b7ad6b7169203331";
+
+/// Sends the requests, stops Pulse (exit flushes the exporter), returns the spans.
+fn exported(requests: &[(&str, &str)]) -> Vec<Span> {
+    let (port, received) = otlp::receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut pulse = Pulse::start_with_env(
+        &["--shutdown-delay", "0s"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let http = client();
+    for (method, path) in requests {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        http.request(method, pulse.url(path))
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT}-01"))
+            .header("user-agent", "otlp-test/1")
+            .send()
+            .unwrap();
+    }
+    pulse.signal(Signal::SIGTERM);
+    assert_eq!(
+        pulse
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    otlp::spans(&received)
+}
+
+fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name:?} in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+fn int(span: &Span, key: &str) -> Option<i64> {
+    match attribute(span, key) {
+        Some(Value::IntValue(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+#[test]
+fn server_spans_follow_the_http_semantic_conventions() {
+    let spans = exported(&[
+        ("GET", "/api/users?limit=5&sort=name"),
+        ("GET", "/api/error"),
+        ("GET", "/no/such/route"),
+        ("BREW", "/api/users"),
+    ]);
+
+    let ok = named(&spans, "GET /api/users");
+    assert_eq!(ok.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&ok.trace_id), TRACE_ID, "the caller's trace");
+    assert_eq!(
+        hex(&ok.parent_span_id),
+        PARENT,
+        "the caller's span is the parent"
+    );
+    assert_eq!(string(ok, "http.request.method"), Some("GET"));
+    assert_eq!(string(ok, "http.route"), Some("/api/users"));
+    assert_eq!(
+        int(ok, "http.response.status_code"),
+        Some(200),
+        "an integer"
+    );
+    assert_eq!(string(ok, "url.path"), Some("/api/users"));
+    assert_eq!(string(ok, "url.query"), Some("limit=5&sort=name"));
+    assert_eq!(string(ok, "url.scheme"), Some("http"));
+    assert_eq!(string(ok, "network.protocol.version"), Some("1.1"));
+    assert_eq!(string(ok, "user_agent.original"), Some("otlp-test/1"));
+    for absent in ["error.type", "http.request.method_original", "target"] {
+        assert!(attribute(ok, absent).is_none(), "{absent} on a 200");
+    }
+    assert_ne!(
+        ok.status.as_ref().map_or(0, |s| s.code),
+        StatusCode::Error as i32
+    );
+
+    let failed = named(&spans, "GET /api/error");
+    assert_eq!(int(failed, "http.response.status_code"), Some(500));
+    assert_eq!(string(failed, "error.type"), Some("500"));
+    assert_eq!(
+        failed.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert!(
+        attribute(failed, "url.query").is_none(),
+        "no query, no url.query"
+    );
+
+    let unmatched = named(&spans, "GET");
+    assert!(
+        attribute(unmatched, "http.route").is_none(),
+        "no route matched"
+    );
+    assert_eq!(int(unmatched, "http.response.status_code"), Some(404));
+    assert_eq!(string(unmatched, "url.path"), Some("/no/such/route"));
+
+    let other = spans
+        .iter()
+        .find(|s| string(s, "http.request.method_original") == Some("BREW"))
+        .expect("the BREW request's span");
+    assert_eq!(string(other, "http.request.method"), Some("_OTHER"));
+    assert!(other.name.starts_with("HTTP"), "{}", other.name);
+}
