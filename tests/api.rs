@@ -196,7 +196,12 @@ async fn info_version_status_delay_echo() {
     let teapot = app.send("POST", "/status/418", None).await;
     assert_eq!(
         (teapot.status.as_u16(), teapot.json()),
-        (418, json!({"status": 418}))
+        (418, json!({"status": 418, "error": "I'm a teapot"}))
+    );
+    let ok = app.get("/status/201").await;
+    assert_eq!(
+        (ok.status.as_u16(), ok.json()),
+        (201, json!({"status": 201}))
     );
     let no_content = app.get("/status/204").await;
     assert_eq!(

@@ -24,12 +24,18 @@ pub struct DelayBody {
     pub delay_seconds: f64,
 }
 
-/// The answer of `/status/{code}`.
+/// The answer of `/status/{code}`. For a 4xx or 5xx it is also an error body
+/// (`error` is the reason phrase), so it reads like every other error answer and
+/// like what the layers answer with the same status (a timeout's 503, say).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusBody {
     /// The status answered.
     #[schema(example = 418)]
     pub status: u16,
+    /// The reason phrase, for a 4xx or 5xx.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "I'm a teapot")]
+    pub error: Option<&'static str>,
 }
 
 /// Query of `/items/{item_id}`.
@@ -97,9 +103,11 @@ pub async fn delay(Path(seconds): Path<String>) -> Result<Json<DelayBody>, ApiEr
 /// Responds with the status `code`: a registered status from 200 to 599 (those
 /// with a standard reason phrase; others get 400, so the route's series are bounded).
 #[utoipa::path(get, path = "/status/{code}", tag = "demo",
-    params(("code" = ServedStatus, Path, description = "A registered HTTP status, 200 to 599")),
+    params(("code" = inline(ServedStatus), Path, description = "A registered HTTP status, 200 to 599")),
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
+        (status = 204, description = "No Content: no body"),
+        (status = 304, description = "Not Modified: no body"),
         (status = 400, description = "Not a registered status from 200 to 599", body = ErrorBody)))]
 pub async fn status_get(code: Path<String>) -> Result<Response, ApiError> {
     status(code).await
@@ -108,9 +116,11 @@ pub async fn status_get(code: Path<String>) -> Result<Response, ApiError> {
 /// Responds with the status `code`: a registered status from 200 to 599 (those
 /// with a standard reason phrase; others get 400, so the route's series are bounded).
 #[utoipa::path(post, path = "/status/{code}", tag = "demo",
-    params(("code" = ServedStatus, Path, description = "A registered HTTP status, 200 to 599")),
+    params(("code" = inline(ServedStatus), Path, description = "A registered HTTP status, 200 to 599")),
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
+        (status = 204, description = "No Content: no body"),
+        (status = 304, description = "Not Modified: no body"),
         (status = 400, description = "Not a registered status from 200 to 599", body = ErrorBody)))]
 pub async fn status_post(code: Path<String>) -> Result<Response, ApiError> {
     status(code).await
@@ -166,6 +176,9 @@ async fn status(Path(code): Path<String>) -> Result<Response, ApiError> {
         status,
         Json(StatusBody {
             status: status.as_u16(),
+            error: (status.is_client_error() || status.is_server_error())
+                .then(|| status.canonical_reason())
+                .flatten(),
         }),
     )
         .into_response())
