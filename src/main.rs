@@ -72,6 +72,12 @@ async fn serve(args: ServeArgs, started: Instant) -> anyhow::Result<()> {
     if let Some(reloader) = tracing.take_log_reloader() {
         app.state.settings.set_log_reloader(reloader);
     }
+    app.state
+        .metrics
+        .observe_dropped_log_lines(tracing.dropped_log_lines());
+    tokio::spawn(telemetry::logs::report_dropped_lines(
+        tracing.dropped_log_lines(),
+    ));
     app.start_cluster(&args);
     let build = app.state.info.build;
     app.events.publish(pulse::cluster::PodEvent::normal(

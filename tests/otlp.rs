@@ -17,22 +17,36 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT: &str = "b7ad6b7169203331";
 
-/// Sends the requests, stops Pulse (exit flushes the exporter), returns the spans.
+/// Sends the requests with a sampled `traceparent`, stops Pulse (exit flushes the
+/// exporter), returns the spans.
 fn exported(requests: &[(&str, &str)]) -> Vec<Span> {
+    exported_with(requests, &[], Some("01")).0
+}
+
+/// The same with extra environment and the parent's trace flags (`None`: no
+/// `traceparent`); also returns the `traceparent` answers and the log lines.
+fn exported_with(
+    requests: &[(&str, &str)],
+    env: &[(&str, &str)],
+    parent_flags: Option<&str>,
+) -> (Vec<Span>, Vec<String>, Vec<String>) {
     let (port, received) = otlp::receiver();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let mut pulse = Pulse::start_with_env(
-        &["--shutdown-delay", "0s"],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
-    );
+    let mut all_env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    all_env.extend_from_slice(env);
+    let mut pulse = Pulse::start_with_env(&["--shutdown-delay", "0s"], &all_env);
     let http = client();
+    let mut answered = Vec::new();
     for (method, path) in requests {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        http.request(method, pulse.url(path))
-            .header("traceparent", format!("00-{TRACE_ID}-{PARENT}-01"))
-            .header("user-agent", "otlp-test/1")
-            .send()
-            .unwrap();
+        let mut request = http
+            .request(method, pulse.url(path))
+            .header("user-agent", "otlp-test/1");
+        if let Some(flags) = parent_flags {
+            request = request.header("traceparent", format!("00-{TRACE_ID}-{PARENT}-{flags}"));
+        }
+        let reply = request.send().unwrap();
+        answered.push(reply.headers()["traceparent"].to_str().unwrap().to_owned());
     }
     pulse.signal(Signal::SIGTERM);
     assert_eq!(
@@ -41,9 +55,9 @@ fn exported(requests: &[(&str, &str)]) -> Vec<Span> {
             .and_then(|s| s.code()),
         Some(0)
     );
-    otlp::spans(&received)
+    std::thread::sleep(Duration::from_millis(200));
+    (otlp::spans(&received), answered, pulse.lines())
 }
-
 fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
         panic!(
@@ -123,4 +137,41 @@ fn server_spans_follow_the_http_semantic_conventions() {
         .expect("the BREW request's span");
     assert_eq!(string(other, "http.request.method"), Some("_OTHER"));
     assert!(other.name.starts_with("HTTP"), "{}", other.name);
+}
+
+#[test]
+fn the_standard_sampler_variables_decide_what_is_exported() {
+    let requests = [("GET", "/api/users"), ("GET", "/api/users")];
+    // always_off: nothing exported, but every request still has ids, answered and logged.
+    let (spans, answered, lines) =
+        exported_with(&requests, &[("OTEL_TRACES_SAMPLER", "always_off")], None);
+    assert!(spans.is_empty(), "{} spans exported", spans.len());
+    for traceparent in &answered {
+        assert!(traceparent.ends_with("-00"), "not sampled: {traceparent}");
+    }
+    let logged: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "request")
+        .filter_map(|l| l["trace_id"].as_str().map(str::to_owned))
+        .collect();
+    let answered_ids: Vec<String> = answered.iter().map(|t| t[3..35].to_owned()).collect();
+    assert_eq!(
+        logged, answered_ids,
+        "unsampled requests still log their trace id"
+    );
+
+    // parentbased_traceidratio at 0: new traces are dropped, a sampled caller's kept.
+    let env = [
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ];
+    let (spans, _, _) = exported_with(&requests, &env, None);
+    assert!(spans.is_empty(), "ratio 0 samples no new trace");
+    let (spans, _, _) = exported_with(&requests, &env, Some("01"));
+    assert_eq!(spans.len(), 2, "the sampled parent's decision is followed");
+
+    // The default (parent-based always-on) exports everything.
+    let (spans, _, _) = exported_with(&requests, &[], None);
+    assert_eq!(spans.len(), 2);
 }

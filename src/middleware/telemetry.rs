@@ -25,6 +25,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::error::ErrorType;
 use crate::telemetry::Metrics;
 use crate::telemetry::labels::HttpMethod;
+use crate::telemetry::logs::{REQUEST, RequestIds};
 use crate::telemetry::routes::{RouteTable, RouteTelemetry, UNMATCHED};
 
 /// What the telemetry middleware needs.
@@ -114,7 +115,14 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
     let request_size = body_size(request.body());
     let _in_progress = instrumented.then(|| InProgress::start(route.clone()));
 
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let ids = RequestIds {
+        trace_id: span_context.trace_id(),
+        span_id: span_context.span_id(),
+    };
+    // Every line logged while the request is handled carries its ids.
+    let mut response = REQUEST
+        .scope(ids, next.run(request).instrument(span.clone()))
+        .await;
 
     let status = response.status();
     let elapsed = start.elapsed();
@@ -145,13 +153,15 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
 
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let status = status.as_u16();
-    let (trace_id, span_id) = (span_context.trace_id(), span_context.span_id());
     let route = &*route.route;
-    if instrumented {
-        tracing::info!(parent: &span, method, route, status, duration_ms, %trace_id, %span_id, "request");
-    } else {
-        tracing::debug!(parent: &span, method, route, status, duration_ms, %trace_id, %span_id, "request");
-    }
+    // The access line, with the request's ids (added by the log layer).
+    REQUEST.sync_scope(ids, || {
+        if instrumented {
+            tracing::info!(parent: &span, method, route, status, duration_ms, "request");
+        } else {
+            tracing::debug!(parent: &span, method, route, status, duration_ms, "request");
+        }
+    });
     response
 }
 

@@ -234,6 +234,17 @@ impl Metrics {
             .build();
     }
 
+    /// `pulse_log_lines_dropped_total`: log lines stdout did not take in time.
+    pub fn observe_dropped_log_lines(&self, dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.meter
+            .u64_observable_counter("pulse_log_lines_dropped")
+            .with_description(
+                "Log lines dropped because stdout did not keep up (the queue was full)",
+            )
+            .with_callback(move |observer| observer.observe(dropped(), &[]))
+            .build();
+    }
+
     /// One error answered (or connection closed): `api_errors_total{error_type}`.
     pub fn api_error(&self, kind: ErrorKind) {
         self.api_errors

@@ -5,6 +5,7 @@
 //! global subscriber, tracer provider and propagator once, in the binary.
 
 pub mod labels;
+pub mod logs;
 pub mod metrics;
 pub mod routes;
 
@@ -90,10 +91,14 @@ pub struct TracingConfig {
     pub log_format: LogFormat,
 }
 
-/// Keeps the tracer provider alive; [`TracingGuard::shutdown`] flushes it.
+/// Keeps the tracer provider and the log writer alive; [`TracingGuard::shutdown`]
+/// flushes both.
 pub struct TracingGuard {
     provider: SdkTracerProvider,
     log_reloader: Option<LogReloader>,
+    /// Dropping it writes out the queued log lines (waiting up to a second).
+    log_worker: Option<tracing_appender::non_blocking::WorkerGuard>,
+    dropped_lines: tracing_appender::non_blocking::ErrorCounter,
 }
 
 impl std::fmt::Debug for TracingGuard {
@@ -108,11 +113,19 @@ impl TracingGuard {
         self.log_reloader.take()
     }
 
-    /// Flushes pending spans and stops the exporter.
-    pub fn shutdown(&self, timeout: Duration) {
+    /// How many log lines were dropped because stdout did not keep up.
+    pub fn dropped_log_lines(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let counter = self.dropped_lines.clone();
+        move || counter.dropped_lines() as u64
+    }
+
+    /// Flushes pending spans and stops the exporter, then writes out the queued
+    /// log lines.
+    pub fn shutdown(&mut self, timeout: Duration) {
         if let Err(err) = self.provider.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %err, "tracer provider shutdown failed");
         }
+        drop(self.log_worker.take());
     }
 }
 
@@ -152,16 +165,19 @@ pub fn init_tracing(
     let tracer = provider.tracer("pulse");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
+    // Lines leave the request path through a bounded queue (telemetry/logs.rs).
+    let (stdout, log_worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(logs::QUEUE_LINES)
+        .thread_name("pulse-log-writer")
+        .finish(std::io::stdout());
+    let dropped_lines = stdout.error_counter();
     let fmt = match config.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => logs::JsonLines::new(stdout).boxed(),
         // Colours only for a person at a terminal: `make run > file` stays plain text.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(stdout)
             .boxed(),
     };
     // Per-layer filters: --log-level decides what is logged, never which spans
@@ -195,5 +211,7 @@ pub fn init_tracing(
     Ok(TracingGuard {
         provider,
         log_reloader: Some(log_reloader),
+        log_worker: Some(log_worker),
+        dropped_lines,
     })
 }

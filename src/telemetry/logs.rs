@@ -1,0 +1,281 @@
+//! JSON log lines, written off the request path.
+//!
+//! One object per line: `timestamp`, `level`, `target`, the event's fields at the
+//! top level, and, for every line written while a request is handled, that
+//! request's `trace_id` and `span_id` (so a log store can join lines to traces).
+//!
+//! Written by our own layer rather than `tracing-subscriber`'s JSON formatter: the
+//! benchmark profile showed that formatter as most of the telemetry's cost per
+//! request (it serialises span fields again on every `record` and every event,
+//! through `serde_json` values), while a line here is a handful of appends to a
+//! reused buffer. Lines go to a bounded queue that a background thread writes to
+//! stdout (`tracing-appender`): a slow or stalled stdout never stalls a request;
+//! when the queue is full, lines are dropped and counted
+//! (`pulse_log_lines_dropped_total`). The queue is flushed at exit.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{SpanId, TraceId};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer};
+
+/// Lines waiting for stdout; beyond this they are dropped (and counted).
+pub const QUEUE_LINES: usize = 8192;
+
+/// The trace and span of the request being handled, for the lines it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestIds {
+    /// The request's trace.
+    pub trace_id: TraceId,
+    /// The request's server span.
+    pub span_id: SpanId,
+}
+
+tokio::task_local! {
+    /// Set by the HTTP telemetry layer while a request is handled.
+    pub static REQUEST: RequestIds;
+}
+
+/// Says once, on stderr and in the log, that lines are being dropped: the metric
+/// counts them, but someone reading the log should learn why it has gaps.
+pub async fn report_dropped_lines(dropped: impl Fn() -> u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if dropped() > 0 {
+            let warning = "stdout is not keeping up: log lines are being dropped \
+                           (pulse_log_lines_dropped_total counts them)";
+            eprintln!("pulse: {warning}");
+            tracing::warn!("{warning}");
+            return;
+        }
+    }
+}
+
+/// The JSON lines layer, writing through `writer`.
+#[derive(Debug)]
+pub struct JsonLines<W> {
+    writer: W,
+}
+
+impl<W> JsonLines<W> {
+    /// Lines written with `writer` (a non-blocking stdout in the binary).
+    pub fn new(writer: W) -> Self {
+        Self { writer }
+    }
+}
+
+thread_local! {
+    /// One line's buffer per thread, reused: no allocation per line once warm.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
+impl<S, W> Layer<S> for JsonLines<W>
+where
+    S: Subscriber,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        LINE.with(|cell| {
+            let Ok(mut line) = cell.try_borrow_mut() else {
+                // Re-entered from inside a write (an event about logging itself): drop it.
+                return;
+            };
+            line.clear();
+            format_line(&mut line, event, REQUEST.try_with(|ids| *ids).ok());
+            let mut writer = self.writer.make_writer_for(event.metadata());
+            // One write per line: the queue keeps lines whole and in order.
+            let _ = writer.write_all(line.as_bytes());
+        });
+    }
+}
+
+/// Appends `event` as one JSON line (with its newline) to `line`.
+pub fn format_line(line: &mut String, event: &Event<'_>, ids: Option<RequestIds>) {
+    let meta = event.metadata();
+    line.push_str("{\"timestamp\":\"");
+    let _ = write!(
+        line,
+        "{}",
+        humantime::format_rfc3339_micros(SystemTime::now())
+    );
+    line.push_str("\",\"level\":\"");
+    line.push_str(meta.level().as_str());
+    line.push_str("\",\"target\":");
+    push_str(line, meta.target());
+    event.record(&mut Fields { line });
+    if let Some(ids) = ids {
+        let _ = write!(
+            line,
+            ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+            ids.trace_id, ids.span_id
+        );
+    }
+    line.push_str("}\n");
+}
+
+/// Writes each field as `,"name":value`.
+struct Fields<'a> {
+    line: &'a mut String,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.line.push(',');
+        push_str(self.line, field.name());
+        self.line.push(':');
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        push_str(self.line, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.line.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.line, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.line, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(self.line, "{value}");
+        } else {
+            // JSON has no NaN or infinity.
+            self.line.push_str("null");
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.key(field);
+        self.line.push('"');
+        let _ = write!(Escaped(self.line), "{value:?}");
+        self.line.push('"');
+    }
+}
+
+/// Appends `value` as a JSON string.
+fn push_str(line: &mut String, value: &str) {
+    line.push('"');
+    let _ = Escaped(line).write_str(value);
+    line.push('"');
+}
+
+/// A `fmt::Write` that escapes what it is given for a JSON string, so `Debug`
+/// and `Display` values are escaped as they are formatted, without a copy.
+struct Escaped<'a>(&'a mut String);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.push_str(&s[start..i]);
+            if escape.is_empty() {
+                let _ = write!(self.0, "\\u{b:04x}");
+            } else {
+                self.0.push_str(escape);
+            }
+            start = i + 1;
+        }
+        self.0.push_str(&s[start..]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(s: &str) -> String {
+        let mut out = String::new();
+        push_str(&mut out, s);
+        out
+    }
+
+    #[test]
+    fn strings_are_json_strings() {
+        for s in [
+            "plain",
+            "quote \" and \\ slash",
+            "line\nbreak\ttab",
+            "\u{1}\u{1f}",
+            "é ✓",
+        ] {
+            let json = escaped(s);
+            let back: String = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, s, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_the_request_ids() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt as _;
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(JsonLines::new(move || writer.clone()));
+        let ids = RequestIds {
+            trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            span_id: SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            REQUEST.sync_scope(ids, || {
+                tracing::info!(user.id = 7, ratio = 0.5, name = "a \"b\"", "user created");
+            });
+            tracing::warn!(error = %"bad\nthing", "outside a request");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "user created");
+        assert_eq!(lines[0]["user.id"], 7);
+        assert_eq!(lines[0]["ratio"], 0.5);
+        assert_eq!(lines[0]["name"], "a \"b\"");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(lines[1]["error"], "bad\nthing");
+        assert!(lines[1].get("trace_id").is_none());
+    }
+}
