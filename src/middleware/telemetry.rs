@@ -14,13 +14,14 @@ use axum::http::{HeaderValue, Version, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
-use opentelemetry::global;
-use opentelemetry::trace::SpanContext;
-use opentelemetry::trace::TraceContextExt as _;
+use std::sync::OnceLock;
+
+use opentelemetry::global::{self, BoxedTracer};
+use opentelemetry::trace::{
+    FutureExt as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
-use tracing::Instrument as _;
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::error::ErrorType;
 use crate::telemetry::Metrics;
@@ -35,6 +36,9 @@ pub struct HttpTelemetry {
     metrics: Arc<Metrics>,
     /// Per-route handles (bound instruments, span names).
     routes: Arc<RouteTable>,
+    /// The global tracer, taken on the first request: the binary installs the
+    /// tracer provider after building the routers.
+    tracer: Arc<OnceLock<BoxedTracer>>,
 }
 
 impl HttpTelemetry {
@@ -44,23 +48,19 @@ impl HttpTelemetry {
         Self {
             routes: Arc::new(RouteTable::new(metrics.clone(), unrecorded)),
             metrics,
+            tracer: Arc::new(OnceLock::new()),
         }
     }
 }
 
-/// Builds the request span at a level chosen at run time (the `span!` macro
-/// needs a constant level).
-macro_rules! request_span {
-    ($level:expr, $($fields:tt)*) => {
-        if $level {
-            tracing::info_span!("HTTP request", $($fields)*)
-        } else {
-            tracing::debug_span!("HTTP request", $($fields)*)
-        }
-    };
-}
-
 /// Middleware: records one request.
+///
+/// The server span is made with the OpenTelemetry API directly: through
+/// `tracing` and `tracing-opentelemetry` the same span cost several times as many
+/// instructions (a `tracing` span, its field storage, a span builder rebuilt from
+/// those fields), on every request. The request's OpenTelemetry context is current
+/// while the handler runs, so a `tracing` span opened inside a handler (bridged by
+/// `tracing-opentelemetry`) becomes its child.
 pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = HttpMethod::from(request.method());
@@ -69,60 +69,26 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
         .routes
         .get(method, matched.map_or(UNMATCHED, |p| p.as_str()));
     let instrumented = route.recorded;
-    let other_method = method == HttpMethod::Other;
-    let method = method.as_str();
 
-    // The stable OpenTelemetry HTTP server span conventions: fields left `Empty`
-    // and never recorded are not exported, so a request that matched no route has
-    // no `http.route`, and only an unknown method has `http.request.method_original`.
-    let span = request_span!(
-        instrumented,
-        otel.name = &*route.span_name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.request.method_original = Empty,
-        http.route = Empty,
-        http.response.status_code = Empty,
-        "error.type" = Empty,
-        network.protocol.version = protocol_version(request.version()),
-        url.path = request.uri().path(),
-        url.query = Empty,
-        url.scheme = "http",
-        user_agent.original = request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-    );
-    if route.matched {
-        span.record("http.route", &*route.route);
-    }
-    if other_method {
-        span.record("http.request.method_original", request.method().as_str());
-    }
-    if let Some(query) = request.uri().query() {
-        span.record("url.query", query);
-    }
-    let parent =
-        global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
-    // Fails only when no OpenTelemetry layer is installed (library use, tests).
-    let _ = span.set_parent(parent);
-    let cx = span.context();
-    // The ids stay binary until a log line that is actually written formats them.
-    let span_context = cx.span().span_context().clone();
-
-    let request_size = body_size(request.body());
-    let _in_progress = instrumented.then(|| InProgress::start(route.clone()));
-
+    // Probes and scrapes (unless recorded) get no span: they would drown the traces.
+    let span = instrumented.then(|| server_span(&t, &route, method, &request));
+    let span_context = span.as_ref().map_or_else(SpanContext::empty_context, |cx| {
+        cx.span().span_context().clone()
+    });
     let ids = RequestIds {
         trace_id: span_context.trace_id(),
         span_id: span_context.span_id(),
     };
+
+    let request_size = body_size(request.body());
+    let _in_progress = instrumented.then(|| InProgress::start(route.clone()));
+
     // Every line logged while the request is handled carries its ids.
-    let mut response = REQUEST
-        .scope(ids, next.run(request).instrument(span.clone()))
-        .await;
+    let handled = REQUEST.scope(ids, next.run(request));
+    let mut response = match &span {
+        Some(cx) => handled.with_context(cx.clone()).await,
+        None => handled.await,
+    };
 
     let status = response.status();
     let elapsed = start.elapsed();
@@ -137,13 +103,17 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
     if let Some(ErrorType(kind)) = response.extensions().get::<ErrorType>() {
         t.metrics.api_error(*kind);
     }
-
-    // An integer attribute: `tracing` hands an unsigned value to the OpenTelemetry
-    // layer as text.
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", status.as_str());
+    if let Some(cx) = &span {
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        if status.is_server_error() {
+            span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
+            span.set_status(Status::error(""));
+        }
+        span.end();
     }
     if span_context.is_valid() {
         response
@@ -153,16 +123,66 @@ pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next)
 
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let status = status.as_u16();
+    let method = method.as_str();
     let route = &*route.route;
     // The access line, with the request's ids (added by the log layer).
     REQUEST.sync_scope(ids, || {
         if instrumented {
-            tracing::info!(parent: &span, method, route, status, duration_ms, "request");
+            tracing::info!(method, route, status, duration_ms, "request");
         } else {
-            tracing::debug!(parent: &span, method, route, status, duration_ms, "request");
+            tracing::debug!(method, route, status, duration_ms, "request");
         }
     });
     response
+}
+
+/// Starts the server span of `request`, child of the caller's `traceparent`, with
+/// the stable HTTP server span attributes known before the handler runs: a request
+/// that matched no route has no `http.route`, and only an unknown method has
+/// `http.request.method_original`.
+fn server_span(
+    t: &HttpTelemetry,
+    route: &RouteTelemetry,
+    method: HttpMethod,
+    request: &Request,
+) -> Context {
+    let parent =
+        global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+    let uri = request.uri();
+    let mut attributes = Vec::with_capacity(9);
+    attributes.push(KeyValue::new("http.request.method", method.as_str()));
+    if method == HttpMethod::Other {
+        attributes.push(KeyValue::new(
+            "http.request.method_original",
+            request.method().as_str().to_owned(),
+        ));
+    }
+    if route.matched {
+        attributes.push(KeyValue::new("http.route", route.route.clone()));
+    }
+    attributes.push(KeyValue::new(
+        "network.protocol.version",
+        protocol_version(request.version()),
+    ));
+    attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
+    if let Some(query) = uri.query() {
+        attributes.push(KeyValue::new("url.query", query.to_owned()));
+    }
+    attributes.push(KeyValue::new("url.scheme", "http"));
+    if let Some(agent) = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+    }
+    let tracer = t.tracer.get_or_init(|| global::tracer("pulse"));
+    let span = tracer
+        .span_builder(route.span_name)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
 }
 
 /// `network.protocol.version`: what the client spoke.

@@ -163,6 +163,8 @@ pub fn init_tracing(
     }
     let provider = provider.build();
     let tracer = provider.tracer("pulse");
+    // The HTTP layer makes its server spans with the global tracer.
+    opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     // Lines leave the request path through a bounded queue (telemetry/logs.rs).

@@ -24,7 +24,10 @@ pub const UNMATCHED: &str = "unmatched";
 /// Telemetry handles of one (route, method).
 pub struct RouteTelemetry {
     /// The span name: `{METHOD} {route}`, or the method alone when no route matched.
-    pub span_name: Box<str>,
+    /// `'static` because OpenTelemetry takes span names as `Cow<'static, str>`: made
+    /// once per (route, method) and kept for the life of the process (the table is
+    /// bounded by the router), so no request copies it.
+    pub span_name: &'static str,
     /// The route template (or `unmatched`).
     pub route: Arc<str>,
     /// Whether a route matched (`route` is then a template, not [`UNMATCHED`]).
@@ -175,7 +178,7 @@ impl RouteTable {
             KeyValue::new("route", route.clone()),
         ];
         RouteTelemetry {
-            span_name: span_name.into(),
+            span_name: Box::leak(span_name.into_boxed_str()),
             matched,
             recorded,
             bound: OnceLock::new(),
