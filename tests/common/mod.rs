@@ -368,6 +368,15 @@ impl Pulse {
         nix::sys::signal::kill(pid, signal).expect("kill");
     }
 
+    /// SIGTERM, then waits for the graceful exit (0) that flushes telemetry.
+    pub fn terminate(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code());
+        assert_eq!(status, Some(0), "pulse did not exit 0 after SIGTERM");
+    }
+
     /// Waits for exit; `None` if still running after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
