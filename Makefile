@@ -104,7 +104,7 @@ prometheus: ## Port-forward Prometheus to http://127.0.0.1:9090
 	@command -v kubectl >/dev/null || { echo "error: kubectl is not installed: https://kubernetes.io/docs/tasks/tools/"; exit 1; }
 	kubectl -n $(NAMESPACE) port-forward svc/pulse-kps-prometheus 9090:9090
 
-bench: ## Benchmarks: criterion micro-benchmarks, then the macro benchmark table (about 4 minutes)
+bench: ## Benchmarks: criterion micro-benchmarks, then Pulse against bare axum (the macro benchmark table)
 	$(CARGO) bench --bench telemetry
 	$(CARGO) bench --bench macro
 

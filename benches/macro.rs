@@ -1,21 +1,121 @@
 //! Macro benchmark (`make bench`, after the criterion micro-benchmarks): the real
-//! `pulse serve`, with and without the telemetry layer, saturated on loopback by
-//! `pulse load --rate 0`; resident memory idle and after 1M requests; time from
-//! start to ready. Prints one table (also written to target/bench-report.md).
+//! `pulse serve`, as users run it, against a bare axum baseline serving the same
+//! bytes (`examples/bare_axum.rs`). Four servers:
 //!
-//! The machine is shared and noisy, so variants are measured in interleaved rounds
-//! whose order alternates, and the table reports medians of per-round ratios.
-//! PULSE_BENCH_ROUNDS (default 9) and PULSE_BENCH_SECONDS (default 2) tune it.
-//! Throughput on a shared machine moves by tens of percent between rounds, so the
-//! server's instructions per request are also counted under callgrind (when
-//! valgrind is installed): repeatable within about 1%.
+//! - bare axum: the two endpoints, no middleware, no instrumentation;
+//! - Pulse at its shipped defaults (`--log-level info`, JSON access log written to
+//!   stdout, here a file);
+//! - Pulse `--log-level warn` (no access log; span and metrics still recorded);
+//! - Pulse `--log-level warn --disable-http-telemetry` (the stack without the
+//!   per-request telemetry layer).
+//!
+//! Pulse is seeded with the 20 users the baseline holds, and both are checked to
+//! answer the same body, before anything is measured.
+//!
+//! Measured:
+//! - instructions per request under callgrind, for `GET /api/users` and
+//!   `GET /status/200`: a fixed number of requests (PULSE_BENCH_REQUESTS, default
+//!   5000) at concurrency 1 on one keep-alive connection, with instrumentation
+//!   switched on only for that window. Repeatable within about 1 %; the figure to
+//!   trust on a shared machine. Left out when valgrind is not installed.
+//! - throughput on `/api/users` at saturation (`pulse load --rate 0 --concurrency
+//!   32`), in interleaved rounds whose order alternates; the median of per-round
+//!   ratios against bare axum. PULSE_BENCH_ROUNDS (default 9) and
+//!   PULSE_BENCH_SECONDS (default 2 per server per round) tune it.
+//! - resident memory idle and after a million requests, and start to ready, of
+//!   Pulse at its defaults.
+//!
+//! Prints one table, also written to `target/bench-report.md`.
 
+use std::fs::File;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
 const PULSE: &str = env!("CARGO_BIN_EXE_pulse");
 const CONCURRENCY: &str = "32";
+/// Users in the benchmark's store (the same in `examples/bare_axum.rs`).
+const USERS: u64 = 20;
+/// The endpoints whose instructions per request are counted.
+const ENDPOINTS: [&str; 2] = ["/api/users", "/status/200"];
+
+/// The servers compared; `Bare` is the baseline of every ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Bare,
+    Defaults,
+    Warn,
+    WarnNoTelemetry,
+}
+
+impl Variant {
+    const ALL: [Self; 4] = [
+        Self::Bare,
+        Self::Defaults,
+        Self::Warn,
+        Self::WarnNoTelemetry,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Bare => "bare axum",
+            Self::Defaults => "Pulse, defaults",
+            Self::Warn => "Pulse `--log-level warn`",
+            Self::WarnNoTelemetry => "Pulse `--log-level warn --disable-http-telemetry`",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Bare => 0,
+            Self::Defaults => 1,
+            Self::Warn => 2,
+            Self::WarnNoTelemetry => 3,
+        }
+    }
+
+    /// The program and its arguments, serving on `port`.
+    fn command_line(self, port: u16, bare: &Path) -> (PathBuf, Vec<String>) {
+        let addr = format!("127.0.0.1:{port}");
+        if self == Self::Bare {
+            return (bare.to_owned(), vec!["--addr".into(), addr]);
+        }
+        // What users run: no flag but the address, no Kubernetes, and no shutdown
+        // delay (so that stopping a server does not hold the benchmark up).
+        let mut args: Vec<String> = [
+            "serve",
+            "--addr",
+            &addr,
+            "--kube",
+            "off",
+            "--shutdown-delay",
+            "0s",
+        ]
+        .map(String::from)
+        .to_vec();
+        if matches!(self, Self::Warn | Self::WarnNoTelemetry) {
+            args.extend(["--log-level".into(), "warn".into()]);
+        }
+        if self == Self::WarnNoTelemetry {
+            args.push("--disable-http-telemetry".into());
+        }
+        (PULSE.into(), args)
+    }
+
+    /// A path that answers 200 once the server serves.
+    fn ready_path(self) -> &'static str {
+        if self == Self::Bare {
+            "/status/200"
+        } else {
+            "/readyz"
+        }
+    }
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -31,67 +131,231 @@ fn free_port() -> u16 {
         .expect("port")
 }
 
-/// `pulse serve` on `port`, quiet, with or without the telemetry layer.
-fn serve_args(port: u16, telemetry: bool) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "serve",
-        "--addr",
-        &format!("127.0.0.1:{port}"),
-        "--log-level",
-        "warn",
-        "--shutdown-delay",
-        "0s",
-        "--kube",
-        "off",
-    ]
-    .map(String::from)
-    .to_vec();
-    if !telemetry {
-        args.push("--disable-http-telemetry".into());
+/// Where Cargo builds (criterion writes its results there too).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)
+            }
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Builds `examples/bare_axum.rs` with the profile the benchmark itself was built
+/// with (`bench` inherits `release`) and returns the executable's path.
+fn build_bare_axum() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    // What Cargo sets for this benchmark's process, not the user's configuration: some
+    // build scripts (ring's) watch CARGO_MANIFEST_DIR, and inheriting it would rebuild
+    // them here, and again at the next `cargo bench`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_str())
+        {
+            command.env_remove(name);
+        }
     }
-    args
+    let out = command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--release",
+            "--example",
+            "bare_axum",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo build --example bare_axum");
+    assert!(
+        out.status.success(),
+        "cargo build --example bare_axum failed"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bare_axum")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("the bare_axum executable in cargo's messages")
+}
+
+/// The `/api/users` body both servers must answer, byte for byte.
+fn users_body() -> String {
+    let users: Vec<String> = (1..=USERS)
+        .map(|id| format!(r#"{{"id":{id},"name":"User {id}","email":"user{id}@example.com"}}"#))
+        .collect();
+    format!(r#"{{"users":[{}],"count":{USERS}}}"#, users.join(","))
+}
+
+/// One keep-alive HTTP/1.1 connection sending requests one at a time: the
+/// fixed-count load of the instruction counts.
+struct Connection {
+    runtime: tokio::runtime::Runtime,
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Connection {
+    fn open(port: u16) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let sender = runtime.block_on(async {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(connection);
+            sender
+        });
+        Self { runtime, sender }
+    }
+
+    /// Sends `GET path` `n` times; checks every answer is a 200 and returns the last body.
+    fn get(&mut self, path: &str, n: u64) -> Bytes {
+        let sender = &mut self.sender;
+        self.runtime.block_on(async {
+            let mut body = Bytes::new();
+            for _ in 0..n {
+                sender.ready().await.expect("connection closed");
+                let request = hyper::Request::get(path)
+                    .header(hyper::header::HOST, "127.0.0.1")
+                    .header(hyper::header::USER_AGENT, "pulse-bench")
+                    .body(Empty::new())
+                    .expect("request");
+                let response = sender.send_request(request).await.expect("request failed");
+                assert_eq!(response.status(), 200, "GET {path}");
+                body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+            }
+            body
+        })
+    }
 }
 
 struct Server {
+    variant: Variant,
     child: Child,
     port: u16,
     ready_after: Duration,
+    /// Holds the server's stdout (the access log, at the defaults) and stderr.
+    dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(telemetry: bool) -> Self {
+    /// Starts `variant`, under callgrind with instrumentation off when `callgrind`
+    /// is given (the path of its output file), waits until it serves, seeds Pulse's
+    /// store and checks the `/api/users` body.
+    fn start(variant: Variant, bare: &Path, callgrind: Option<&Path>) -> Self {
         let port = free_port();
-        let mut command = Command::new(PULSE);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (program, args) = variant.command_line(port, bare);
+        let mut command = match callgrind {
+            Some(out) => {
+                let mut command = Command::new("valgrind");
+                command.args([
+                    "--tool=callgrind".into(),
+                    "--instr-atstart=no".into(),
+                    format!("--callgrind-out-file={}", out.display()),
+                    program.display().to_string(),
+                ]);
+                command
+            }
+            None => Command::new(program),
+        };
+        // The shipped defaults, whatever this shell exports.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("PULSE_") || name.starts_with("OTEL_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
         command
-            .args(serve_args(port, telemetry))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .args(args)
+            .stdout(File::create(dir.path().join("stdout")).expect("stdout file"))
+            .stderr(File::create(dir.path().join("stderr")).expect("stderr file"));
         let started = Instant::now();
-        let child = command.spawn().expect("spawn pulse");
-        let url = format!("http://127.0.0.1:{port}/readyz");
+        let child = command.spawn().expect("spawn server");
+        let mut server = Self {
+            variant,
+            child,
+            port,
+            ready_after: Duration::ZERO,
+            dir,
+        };
+        let patience = Duration::from_secs(if callgrind.is_some() { 120 } else { 10 });
+        let url = format!("http://127.0.0.1:{port}{}", variant.ready_path());
         let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
             .build()
             .expect("client");
-        loop {
-            if client
-                .get(&url)
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-            {
-                break;
-            }
+        while !client
+            .get(&url)
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
             assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "pulse did not become ready"
+                started.elapsed() < patience,
+                "{} did not become ready: {}",
+                variant.label(),
+                server.stderr()
             );
             std::thread::sleep(Duration::from_micros(500));
         }
-        Self {
-            child,
-            port,
-            ready_after: started.elapsed(),
+        server.ready_after = started.elapsed();
+        if variant != Variant::Bare {
+            for id in 1..=USERS {
+                let created = client
+                    .post(format!("http://127.0.0.1:{port}/api/users"))
+                    .json(&serde_json::json!({
+                        "name": format!("User {id}"),
+                        "email": format!("user{id}@example.com"),
+                    }))
+                    .send()
+                    .expect("create user");
+                assert_eq!(created.status(), 201, "create user {id}");
+            }
         }
+        let body = client
+            .get(format!("http://127.0.0.1:{port}/api/users"))
+            .send()
+            .and_then(|r| r.text())
+            .expect("GET /api/users");
+        assert_eq!(body, users_body(), "{}: /api/users body", variant.label());
+        server
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Lines written to stdout so far (the access log, at the defaults).
+    fn stdout_lines(&self) -> usize {
+        std::fs::read(self.dir.path().join("stdout"))
+            .map_or(0, |text| text.iter().filter(|&&b| b == b'\n').count())
     }
 
     fn rss_mib(&self) -> f64 {
@@ -104,7 +368,7 @@ impl Server {
             .map_or(f64::NAN, |kib| kib / 1024.0)
     }
 
-    /// Saturates the server for `seconds`; returns (requests/s, p99 ms, requests).
+    /// Saturates `/api/users` for `seconds`; returns (requests/s, p99 ms, requests).
     fn saturate(&self, seconds: u64) -> (f64, f64, u64) {
         let out = Command::new(PULSE)
             .args([
@@ -125,7 +389,12 @@ impl Server {
             .output()
             .expect("pulse load");
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load summary");
-        assert_eq!(summary["status"]["failed"], 0, "requests failed: {summary}");
+        assert_eq!(
+            summary["status"]["failed"],
+            0,
+            "{}: requests failed: {summary}",
+            self.variant.label()
+        );
         (
             summary["achieved_rate"].as_f64().unwrap_or(0.0),
             summary["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
@@ -141,67 +410,76 @@ impl Drop for Server {
     }
 }
 
-/// Instructions the server executes per request under a fixed load, counted by
-/// callgrind (switched on only for the measured window). `None` without valgrind.
-fn instructions_per_request(telemetry: bool) -> Option<f64> {
-    let dir = std::env::temp_dir().join(format!(
-        "pulse-callgrind-{}-{telemetry}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).ok()?;
-    let port = free_port();
-    let out = dir.join("callgrind.out");
-    let mut command = Command::new("valgrind");
-    command
-        .args([
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            &format!("--callgrind-out-file={}", out.display()),
-            PULSE,
-        ])
-        .args(serve_args(port, telemetry))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // Owned by a Server so it is killed on every path out of here.
-    let server = Server {
-        child: command.spawn().ok()?,
-        port,
-        ready_after: Duration::ZERO,
-    };
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success()) {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn valgrind_installed() -> bool {
+    ["valgrind", "callgrind_control"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+/// The total of a callgrind dump: its `summary:` line.
+fn dump_total(path: &Path) -> Option<f64> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.strip_prefix("summary:")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    })
+}
+
+/// Instructions `variant` executes per request of each of the [`ENDPOINTS`], in
+/// that order: under callgrind, after a warm-up, instrumentation on, `requests`
+/// requests at concurrency 1 on one keep-alive connection, dump; per endpoint.
+fn instructions_per_request(variant: Variant, bare: &Path, requests: u64) -> [f64; 2] {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = dir.path().join("callgrind.out");
+    let server = Server::start(variant, bare, Some(&out));
+    let mut connection = Connection::open(server.port);
+    // Warm-up: the connection, the allocator, per-route state created on first use.
+    for path in ENDPOINTS {
+        connection.get(path, requests / 10 + 1);
     }
-    server.saturate(1);
     let pid = server.child.id().to_string();
     let control = |args: &[&str]| {
-        Command::new("callgrind_control")
+        let out = Command::new("callgrind_control")
             .args(args)
             .arg(&pid)
             .output()
+            .expect("callgrind_control");
+        assert!(
+            out.status.success(),
+            "callgrind_control {args:?} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    control(&["-i", "on"]).ok()?;
-    let (_, _, requests) = server.saturate(5);
-    control(&["-d"]).ok()?;
-    drop(server);
-    // The dump's "summary:" line is the total of the measured window.
-    let total = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|text| {
-            text.lines().find_map(|l| {
-                l.strip_prefix("summary:")
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-        })
-        .fold(0.0_f64, f64::max);
-    let _ = std::fs::remove_dir_all(&dir);
-    (requests > 0 && total > 0.0).then(|| total / requests as f64)
+    // Switched on only now, so the window holds exactly the requests below.
+    control(&["-i", "on"]);
+    let mut per_request = [0.0; 2];
+    let log_before = server.stdout_lines();
+    for (i, path) in ENDPOINTS.iter().enumerate() {
+        connection.get(path, requests);
+        // Dumping also zeroes the counters: the next endpoint starts from nothing.
+        control(&["-d"]);
+        let dump = dir.path().join(format!("callgrind.out.{}", i + 1));
+        let total = dump_total(&dump).unwrap_or_else(|| panic!("no summary in {}", dump.display()));
+        per_request[i] = total / requests as f64;
+        eprintln!(
+            "  callgrind: {:<50} {path:<12} {:>8.0} instructions per request",
+            variant.label(),
+            per_request[i]
+        );
+    }
+    if variant == Variant::Defaults {
+        let logged = server.stdout_lines() - log_before;
+        assert!(
+            logged as u64 >= 2 * requests,
+            "the access log has {logged} lines for {} requests",
+            2 * requests
+        );
+    }
+    per_request
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -216,17 +494,31 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Mean in ns of a criterion benchmark run earlier by `make bench`, if present.
 fn criterion_ns(id: &str) -> Option<f64> {
-    let path = format!(
-        "{}/target/criterion/{id}/new/estimates.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = target_dir().join(format!("criterion/{id}/new/estimates.json"));
     let text = std::fs::read_to_string(path).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value["mean"]["point_estimate"].as_f64()
 }
 
 fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "MISSED" }
+    if ok { "met" } else { "**MISSED**" }
+}
+
+/// `12345` as `12,345`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if value < -0.5 {
+        format!("−{out}")
+    } else {
+        out
+    }
 }
 
 fn main() {
@@ -236,48 +528,45 @@ fn main() {
         eprintln!("macro benchmark: skipped (run it with `make bench`)");
         return;
     }
-    let rounds = env_or("PULSE_BENCH_ROUNDS", 9);
-    let seconds = env_or("PULSE_BENCH_SECONDS", 2);
+    let rounds = env_or("PULSE_BENCH_ROUNDS", 9).max(1);
+    let seconds = env_or("PULSE_BENCH_SECONDS", 2).max(1);
+    let requests = env_or("PULSE_BENCH_REQUESTS", 5000).max(1);
+    let bare = build_bare_axum();
     eprintln!(
-        "macro benchmark: {rounds} rounds x {seconds}s per variant, concurrency {CONCURRENCY}"
+        "macro benchmark: {rounds} rounds x {seconds}s per server, concurrency {CONCURRENCY}; \
+         callgrind: {requests} requests per endpoint at concurrency 1"
     );
 
-    let (mut ratios, mut with_rate, mut without_rate, mut with_p99, mut without_p99) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Throughput: every round runs the four servers, in an order that alternates.
+    let mut rates = [const { Vec::new() }; 4];
+    let mut p99s = [const { Vec::new() }; 4];
+    let mut ratios = [const { Vec::new() }; 4];
     for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        let mut measured = [(0.0, 0.0); 2];
-        for telemetry in order {
-            let server = Server::start(telemetry);
+        let mut order = Variant::ALL;
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut measured = [0.0; 4];
+        for variant in order {
+            let server = Server::start(variant, &bare, None);
             server.saturate(1); // warm-up: connections, allocator, caches
             let (rate, p99, _) = server.saturate(seconds);
-            measured[usize::from(telemetry)] = (rate, p99);
+            measured[variant.index()] = rate;
+            rates[variant.index()].push(rate);
+            p99s[variant.index()].push(p99);
             eprintln!(
-                "  round {}: {:<18} {:>9.0} req/s  p99 {:.2} ms",
+                "  round {}: {:<50} {rate:>9.0} req/s  p99 {p99:.2} ms",
                 round + 1,
-                if telemetry {
-                    "with telemetry"
-                } else {
-                    "without telemetry"
-                },
-                rate,
-                p99
+                variant.label()
             );
         }
-        let ((bare, bare_p99), (instrumented, instrumented_p99)) = (measured[0], measured[1]);
-        ratios.push(instrumented / bare);
-        with_rate.push(instrumented);
-        without_rate.push(bare);
-        with_p99.push(instrumented_p99);
-        without_p99.push(bare_p99);
+        for variant in Variant::ALL {
+            ratios[variant.index()].push(measured[variant.index()] / measured[0]);
+        }
     }
 
-    // Memory: idle, then after a million requests (the instrumented server).
-    let server = Server::start(true);
+    // Memory: idle, then after a million requests (Pulse at its defaults).
+    let server = Server::start(Variant::Defaults, &bare, None);
     std::thread::sleep(Duration::from_secs(1));
     let rss_idle = server.rss_mib();
     let mut served = 0;
@@ -292,22 +581,21 @@ fn main() {
     );
     drop(server);
 
-    let instructions = [true, false].map(instructions_per_request);
+    let instructions: Option<[[f64; 2]; 4]> = if valgrind_installed() {
+        Some(Variant::ALL.map(|variant| instructions_per_request(variant, &bare, requests)))
+    } else {
+        eprintln!("  valgrind or callgrind_control not found: no instruction counts");
+        None
+    };
 
     let ready: Vec<f64> = (0..5)
-        .map(|_| Server::start(true).ready_after.as_secs_f64() * 1000.0)
-        .collect();
-
-    let ratio = median(ratios);
-    let telemetry_us = criterion_ns("request/with_telemetry")
-        .zip(criterion_ns("request/without_telemetry"))
-        .map(|(with, without)| (with - without) / 1000.0);
-    let encode_ms = |n: &str| criterion_ns(&format!("metrics_encode/{n}")).map(|ns| ns / 1e6);
-    let fmt = |v: Option<f64>, unit: &str| {
-        v.map_or("(run `make bench`)".to_owned(), |v| {
-            format!("{v:.3} {unit}")
+        .map(|_| {
+            Server::start(Variant::Defaults, &bare, None)
+                .ready_after
+                .as_secs_f64()
+                * 1000.0
         })
-    };
+        .collect();
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -323,32 +611,119 @@ fn main() {
     table += &format!(
         "Machine: {cpu}, {cores} cores; load generator on the same machine. Command: `make bench`.\n\n"
     );
-    table += "| measure | result | target | |\n|---|---|---|---|\n";
+
     table += &format!(
-        "| throughput with / without telemetry (median of {rounds} per-round ratios) | {:.1} % ({:.0} vs {:.0} req/s) | ≥ 90 % | {} |\n",
-        ratio * 100.0,
-        median(with_rate),
-        median(without_rate),
-        verdict(ratio >= 0.9)
+        "Instructions per request (callgrind; {requests} requests per endpoint at concurrency 1, \
+         one keep-alive connection):\n\n"
     );
+    table += "| server | `/api/users` | × bare | `/status/200` | × bare |\n|---|---|---|---|---|\n";
+    match &instructions {
+        Some(counts) => {
+            for variant in Variant::ALL {
+                let [users, status] = counts[variant.index()];
+                let [bare_users, bare_status] = counts[0];
+                table += &format!(
+                    "| {} | {} | {:.2} | {} | {:.2} |\n",
+                    variant.label(),
+                    thousands(users),
+                    users / bare_users,
+                    thousands(status),
+                    status / bare_status
+                );
+            }
+        }
+        None => table += "| (valgrind not installed) | | | | |\n",
+    }
+
     table += &format!(
-        "| p99 latency at saturation, with / without telemetry | {:.2} / {:.2} ms | — | |\n",
-        median(with_p99),
-        median(without_p99)
+        "\nThroughput on `/api/users` (`pulse load --rate 0 --concurrency {CONCURRENCY}`, \
+         {rounds} interleaved rounds of {seconds} s):\n\n"
     );
-    if let [Some(with), Some(without)] = instructions {
+    table += "| server | req/s (median) | × bare (median of per-round ratios) | p99 at saturation (median) |\n|---|---|---|---|\n";
+    for variant in Variant::ALL {
+        let i = variant.index();
         table += &format!(
-            "| server instructions per request (callgrind), with / without telemetry | {with:.0} / {without:.0} (+{:.0} %) | — | |\n",
-            (with / without - 1.0) * 100.0
+            "| {} | {:.0} | {:.2} | {:.2} ms |\n",
+            variant.label(),
+            median(rates[i].clone()),
+            median(ratios[i].clone()),
+            median(p99s[i].clone())
         );
     }
+
+    if let Some(counts) = &instructions {
+        table += "\nWhere Pulse's instructions per request go, at its defaults:\n\n";
+        table += "| part | `/status/200` | share | `/api/users` | share |\n|---|---|---|---|---|\n";
+        let column = |endpoint: usize| {
+            let [bare, defaults, warn, quiet] = Variant::ALL.map(|v| counts[v.index()][endpoint]);
+            [bare, quiet - bare, warn - quiet, defaults - warn, defaults]
+        };
+        let (status, users) = (column(1), column(0));
+        let parts = [
+            "bare axum (the baseline)",
+            "base stack (warn, no telemetry − bare)",
+            "metrics + span (warn − warn, no telemetry)",
+            "access log (defaults − warn)",
+            "total, Pulse at its defaults",
+        ];
+        for (i, part) in parts.iter().enumerate() {
+            table += &format!(
+                "| {part} | {} | {:.0} % | {} | {:.0} % |\n",
+                thousands(status[i]),
+                status[i] / status[4] * 100.0,
+                thousands(users[i]),
+                users[i] / users[4] * 100.0
+            );
+        }
+    }
+
+    table += "\nTargets and other measures:\n\n";
+    table += "| measure | result | target | |\n|---|---|---|---|\n";
+    let ratio_row = |measure: &str, value: Option<f64>, limit: f64| match value {
+        Some(ratio) => format!(
+            "| {measure} | {ratio:.2}× | ≤ {limit}× | {} |\n",
+            verdict(ratio <= limit)
+        ),
+        None => format!("| {measure} | (needs valgrind) | ≤ {limit}× | |\n"),
+    };
+    let ratio = |variant: Variant, endpoint: usize| {
+        instructions.map(|c| c[variant.index()][endpoint] / c[0][endpoint])
+    };
+    table += &ratio_row(
+        "instructions per request, defaults / bare, `/api/users`",
+        ratio(Variant::Defaults, 0),
+        1.5,
+    );
+    table += &ratio_row(
+        "instructions per request, defaults / bare, `/status/200`",
+        ratio(Variant::Defaults, 1),
+        2.3,
+    );
+    table += &ratio_row(
+        "instructions per request, `--log-level warn` / bare, `/api/users`",
+        ratio(Variant::Warn, 0),
+        1.25,
+    );
+    let throughput = median(ratios[Variant::Defaults.index()].clone());
+    table += &format!(
+        "| throughput on `/api/users`, defaults / bare (median of {rounds} per-round ratios) | {throughput:.2}× | ≥ 0.75× | {} |\n",
+        verdict(throughput >= 0.75)
+    );
+    let telemetry_us = criterion_ns("request/with_telemetry")
+        .zip(criterion_ns("request/without_telemetry"))
+        .map(|(with, without)| (with - without) / 1000.0);
+    let fmt = |v: Option<f64>, unit: &str| {
+        v.map_or("(run `make bench`)".to_owned(), |v| {
+            format!("{v:.3} {unit}")
+        })
+    };
     table += &format!(
         "| telemetry cost per request (criterion, with − without) | {} | ≤ 2 µs | {} |\n",
         fmt(telemetry_us, "µs"),
         telemetry_us.map_or("", |v| verdict(v <= 2.0))
     );
     for (n, label) in [("1000", "1,000"), ("10000", "10,000")] {
-        let ms = encode_ms(n);
+        let ms = criterion_ns(&format!("metrics_encode/{n}")).map(|ns| ns / 1e6);
         let target = if n == "10000" { "≤ 10 ms" } else { "—" };
         let judged = if n == "10000" {
             ms.map_or("", |v| verdict(v <= 10.0))
@@ -361,21 +736,22 @@ fn main() {
         );
     }
     table += &format!(
-        "| resident memory, idle | {rss_idle:.1} MiB | ≤ 20 MiB | {} |\n",
+        "| resident memory, idle (defaults) | {rss_idle:.1} MiB | ≤ 20 MiB | {} |\n",
         verdict(rss_idle <= 20.0)
     );
     table += &format!(
-        "| resident memory after {served} requests | {rss_after:.1} MiB | ≤ 40 MiB | {} |\n",
+        "| resident memory after {served} requests (defaults) | {rss_after:.1} MiB | ≤ 40 MiB | {} |\n",
         verdict(rss_after <= 40.0)
     );
     let ready_ms = median(ready);
     table += &format!(
-        "| start to ready (spawn to first 200 on /readyz, median of 5) | {ready_ms:.1} ms | ≤ 100 ms | {} |\n",
+        "| start to ready (spawn to first 200 on /readyz, defaults, median of 5) | {ready_ms:.1} ms | ≤ 100 ms | {} |\n",
         verdict(ready_ms <= 100.0)
     );
     println!("\n{table}");
-    let _ = std::fs::write(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-report.md"),
-        &table,
-    );
+    let report = target_dir().join("bench-report.md");
+    match std::fs::write(&report, &table) {
+        Ok(()) => eprintln!("written to {}", report.display()),
+        Err(e) => eprintln!("could not write {}: {e}", report.display()),
+    }
 }
