@@ -14,7 +14,7 @@ IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
 .PHONY: help run test lint fmt-check clippy module-cycles test-rust test-python deps build \
-        dashboards manifests image kind-up kind-down grafana prometheus e2e load bench
+        dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ \
@@ -107,6 +107,9 @@ prometheus: ## Port-forward Prometheus to http://127.0.0.1:9090
 bench: ## Benchmarks: criterion micro-benchmarks, then Pulse against bare axum (the macro benchmark table)
 	$(CARGO) bench --bench telemetry
 	$(CARGO) bench --bench macro
+
+profile: ## Callgrind profile of Pulse at its defaults (ENDPOINT=/status/200 REQUESTS=5000); prints the report's path
+	scripts/profile.sh
 
 load: ## Traffic from the laptop to the lab's Pulse via a port-forward (RATE=20 DURATION=60s MIX=default)
 	scripts/load.sh

@@ -19,6 +19,9 @@ install_hint() {
     curl)    echo "your package manager (apt-get install curl)" ;;
     cargo)   echo "a Rust toolchain: https://rustup.rs" ;;
     git)     echo "your package manager (apt-get install git), or https://git-scm.com/downloads" ;;
+    valgrind | callgrind_control | callgrind_annotate)
+             echo "your package manager (apt-get install valgrind)" ;;
+    python3) echo "Python 3.11+: your package manager (apt-get install python3), or https://www.python.org/downloads/" ;;
     *)       echo "install it and retry" ;;
   esac
 }
