@@ -109,7 +109,8 @@ pub fn format_line(line: &mut String, event: &Event<'_>, ids: Option<RequestIds>
     line.push_str("\",\"target\":");
     push_str(line, meta.target());
     event.record(&mut Fields { line });
-    if let Some(ids) = ids {
+    // A request without a span (a probe, unless probes are recorded) has no ids to join.
+    if let Some(ids) = ids.filter(|ids| ids.trace_id != TraceId::INVALID) {
         let _ = write!(
             line,
             ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
@@ -261,13 +262,18 @@ mod tests {
                 tracing::info!(user.id = 7, ratio = 0.5, name = "a \"b\"", "user created");
             });
             tracing::warn!(error = %"bad\nthing", "outside a request");
+            let none = RequestIds {
+                trace_id: TraceId::INVALID,
+                span_id: SpanId::INVALID,
+            };
+            REQUEST.sync_scope(none, || tracing::debug!("a probe, no span"));
         });
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[0]["message"], "user created");
         assert_eq!(lines[0]["user.id"], 7);
         assert_eq!(lines[0]["ratio"], 0.5);
@@ -277,5 +283,10 @@ mod tests {
         assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
         assert_eq!(lines[1]["error"], "bad\nthing");
         assert!(lines[1].get("trace_id").is_none());
+        assert!(
+            lines[2].get("trace_id").is_none(),
+            "no all-zero ids: {}",
+            lines[2]
+        );
     }
 }
