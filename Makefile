@@ -108,7 +108,7 @@ bench: ## Benchmarks: criterion micro-benchmarks, then Pulse against bare axum (
 	$(CARGO) bench --bench telemetry
 	$(CARGO) bench --bench macro
 
-profile: ## Callgrind profile of Pulse at its defaults (ENDPOINT=/status/200 REQUESTS=5000); prints the report's path
+profile: ## Callgrind profile of Pulse at its defaults (ENDPOINT=/status/200 REQUESTS=5000 ARGS=extra-flags); prints the report's path
 	scripts/profile.sh
 
 load: ## Traffic from the laptop to the lab's Pulse via a port-forward (RATE=20 DURATION=60s MIX=default)

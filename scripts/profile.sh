@@ -10,7 +10,8 @@
 # --inclusive=yes` to target/profile/<endpoint>.txt, keeps the dump beside it, prints the path.
 #
 # ENDPOINT (default /status/200), REQUESTS (5000), TOP (60), PROFILE_TARGET_DIR (the build,
-# default <target dir>/profile-build). The target dir is CARGO_TARGET_DIR, or target/.
+# default <target dir>/profile-build), ARGS (extra `pulse serve` flags, e.g. ARGS="--log-level
+# warn"; the report's name then says so). The target dir is CARGO_TARGET_DIR, or target/.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 for tool in cargo valgrind callgrind_control callgrind_annotate python3; do require "$tool"; done
@@ -31,6 +32,13 @@ build=${PROFILE_TARGET_DIR:-$target/profile-build}
 results=$target/profile
 slug=${ENDPOINT#/}
 slug=${slug//[^A-Za-z0-9]/-}
+ARGS=${ARGS:-}
+read -r -a extra <<<"$ARGS"
+if ((${#extra[@]})); then
+  flags=${ARGS//[^A-Za-z0-9]/-}
+  flags=${flags#"${flags%%[!-]*}"}
+  slug=$slug${flags:+_$flags}
+fi
 
 echo "Building pulse with symbols in $build/ (the first build takes a few minutes)"
 CARGO_TARGET_DIR=$build CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
@@ -55,7 +63,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
     case $name in PULSE_* | OTEL_* | RUST_LOG) unset "$name" ;; esac
   done < <(compgen -e)
   exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$run/callgrind.out" \
-    "$build/release/pulse" serve --addr "127.0.0.1:$port" --kube off --shutdown-delay 0s
+    "$build/release/pulse" serve --addr "127.0.0.1:$port" --kube off --shutdown-delay 0s "${extra[@]}"
 ) >"$run/stdout.log" 2>"$run/stderr.log" &
 server=$!
 
@@ -128,7 +136,7 @@ cp "$run/callgrind.out.1" "$dump"
 total=$(sed -n 's/^summary: *//p' "$dump")
 callgrind_annotate --inclusive=yes --auto=no "$dump" >"$run/annotate.txt"
 {
-  echo "make profile ENDPOINT=$ENDPOINT: Pulse at its defaults, $REQUESTS requests at concurrency 1"
+  echo "make profile ENDPOINT=$ENDPOINT${ARGS:+ ARGS=\"$ARGS\"}: Pulse at its defaults${ARGS:+ plus $ARGS}, $REQUESTS requests at concurrency 1"
   echo "instructions: $total in all, $((total / REQUESTS)) per request; dump: $dump"
   echo "First column: instructions per request (inclusive). Source paths shortened to crate/file."
   echo

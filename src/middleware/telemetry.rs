@@ -6,22 +6,24 @@
 //! no route share `route="unmatched"`. No request can create a new series.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Version, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
-use std::sync::OnceLock;
-
 use opentelemetry::global::{self, BoxedTracer};
-use opentelemetry::trace::{
-    FutureExt as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
-};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tower::{Layer, Service};
 
 use crate::error::ErrorType;
 use crate::telemetry::Metrics;
@@ -29,11 +31,9 @@ use crate::telemetry::labels::HttpMethod;
 use crate::telemetry::logs::{REQUEST, RequestIds};
 use crate::telemetry::routes::{RouteTable, RouteTelemetry, UNMATCHED};
 
-/// What the telemetry middleware needs.
+/// The telemetry layer (a tower [`Layer`]) and what it needs.
 #[derive(Debug, Clone)]
 pub struct HttpTelemetry {
-    /// Where to record errors.
-    metrics: Arc<Metrics>,
     /// Per-route handles (bound instruments, span names).
     routes: Arc<RouteTable>,
     /// The global tracer, taken on the first request: the binary installs the
@@ -46,14 +46,27 @@ impl HttpTelemetry {
     /// templates (probes, `/metrics`) get a debug-level span and no `http_*` series.
     pub fn new(metrics: Arc<Metrics>, unrecorded: BTreeSet<String>) -> Self {
         Self {
-            routes: Arc::new(RouteTable::new(metrics.clone(), unrecorded)),
-            metrics,
+            routes: Arc::new(RouteTable::new(metrics, unrecorded)),
             tracer: Arc::new(OnceLock::new()),
         }
     }
 }
 
-/// Middleware: records one request.
+impl<S> Layer<S> for HttpTelemetry {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Track {
+            inner,
+            telemetry: self.clone(),
+        }
+    }
+}
+
+/// The service [`HttpTelemetry`] makes: records one request.
+///
+/// A tower service rather than `from_fn` middleware: it runs on every request, and
+/// `from_fn` clones and boxes the inner service and boxes its future each time.
 ///
 /// The server span is made with the OpenTelemetry API directly: through
 /// `tracing` and `tracing-opentelemetry` the same span cost several times as many
@@ -61,79 +74,168 @@ impl HttpTelemetry {
 /// those fields), on every request. The request's OpenTelemetry context is current
 /// while the handler runs, so a `tracing` span opened inside a handler (bridged by
 /// `tracing-opentelemetry`) becomes its child.
-pub async fn track(State(t): State<HttpTelemetry>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = HttpMethod::from(request.method());
-    let matched = request.extensions().get::<MatchedPath>();
-    let route = t
-        .routes
-        .get(method, matched.map_or(UNMATCHED, |p| p.as_str()));
-    let instrumented = route.recorded;
+#[derive(Debug, Clone)]
+pub struct Track<S> {
+    inner: S,
+    telemetry: HttpTelemetry,
+}
 
-    // Probes and scrapes (unless recorded) get no span: they would drown the traces.
-    let span = instrumented.then(|| server_span(&t, &route, method, &request));
-    let span_context = span.as_ref().map_or_else(SpanContext::empty_context, |cx| {
-        cx.span().span_context().clone()
-    });
-    let ids = RequestIds {
-        trace_id: span_context.trace_id(),
-        span_id: span_context.span_id(),
-    };
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Tracked<S::Future>;
 
-    let request_size = body_size(request.body());
-    let _in_progress = instrumented.then(|| InProgress::start(route.clone()));
-
-    // Every line logged while the request is handled carries its ids.
-    let handled = REQUEST.scope(ids, next.run(request));
-    let mut response = match &span {
-        Some(cx) => handled.with_context(cx.clone()).await,
-        None => handled.await,
-    };
-
-    let status = response.status();
-    let elapsed = start.elapsed();
-    if instrumented {
-        route.finished(
-            status.as_u16(),
-            elapsed.as_secs_f64(),
-            request_size,
-            body_size(response.body()),
-        );
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    if let Some(ErrorType(kind)) = response.extensions().get::<ErrorType>() {
-        t.metrics.api_error(*kind);
-    }
-    if let Some(cx) = &span {
-        let span = cx.span();
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status.as_u16()),
-        ));
-        if status.is_server_error() {
-            span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
-            span.set_status(Status::error(""));
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let start = Instant::now();
+        let t = &self.telemetry;
+        let method = HttpMethod::from(request.method());
+        let matched = request.extensions().get::<MatchedPath>();
+        let route = t
+            .routes
+            .get(method, matched.map_or(UNMATCHED, |p| p.as_str()));
+
+        // Probes and scrapes (unless recorded) get no span: they would drown the traces.
+        let span = route
+            .recorded
+            .then(|| server_span(t, &route, method, &request));
+        let ids = span.as_ref().map_or(RequestIds::NONE, |cx| {
+            let span = cx.span();
+            let span = span.span_context();
+            RequestIds {
+                trace_id: span.trace_id(),
+                span_id: span.span_id(),
+            }
+        });
+        let request_size = body_size(request.body());
+        if route.recorded {
+            route.started();
         }
-        span.end();
-    }
-    if span_context.is_valid() {
-        response
-            .headers_mut()
-            .insert(TRACEPARENT, traceparent(&span_context));
-    }
-
-    let duration_ms = elapsed.as_secs_f64() * 1000.0;
-    let status = status.as_u16();
-    let method = method.as_str();
-    let route = &*route.route;
-    // The access line, with the request's ids (added by the log layer).
-    REQUEST.sync_scope(ids, || {
-        if instrumented {
-            tracing::info!(method, route, status, duration_ms, "request");
-        } else {
-            tracing::debug!(method, route, status, duration_ms, "request");
+        Tracked {
+            // Every line logged while the request is handled carries its ids.
+            inner: REQUEST.scope(ids, self.inner.call(request)),
+            finish: Some(Finish {
+                start,
+                method,
+                route,
+                span,
+                ids,
+                request_size,
+            }),
         }
-    });
-    response
+    }
+}
+
+pin_project! {
+    /// The response of [`Track`]: the inner one, with the span's context current
+    /// while it is made, and recorded when it is ready.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: TaskLocalFuture<RequestIds, F>,
+        finish: Option<Finish>,
+    }
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let polled = {
+            let _current = this
+                .finish
+                .as_ref()
+                .and_then(|f| f.span.clone())
+                .map(Context::attach);
+            this.inner.poll(cx)
+        };
+        let Ok(mut response) = ready!(polled);
+        if let Some(finish) = this.finish.take() {
+            finish.record(&mut response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// What a request's telemetry needs once its response is ready. Dropped without
+/// [`Finish::record`] when the client goes away mid-request: the in-progress gauge
+/// still goes down, and the span (dropped unended) is ended by the SDK.
+struct Finish {
+    start: Instant,
+    method: HttpMethod,
+    route: Arc<RouteTelemetry>,
+    span: Option<Context>,
+    ids: RequestIds,
+    request_size: u64,
+}
+
+impl Finish {
+    /// Records the request's metrics, ends its span, adds `traceparent` to the
+    /// response and writes the access line.
+    fn record(self, response: &mut Response) {
+        let status = response.status();
+        let elapsed = self.start.elapsed();
+        let route = &self.route;
+        if route.recorded {
+            route.finished(
+                status.as_u16(),
+                elapsed.as_secs_f64(),
+                self.request_size,
+                body_size(response.body()),
+            );
+        }
+        if let Some(ErrorType(kind)) = response.extensions().get::<ErrorType>() {
+            route.metrics().api_error(*kind);
+        }
+        if let Some(cx) = &self.span {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if status.is_server_error() {
+                span.set_attribute(KeyValue::new("error.type", status.as_str().to_owned()));
+                span.set_status(Status::error(""));
+            }
+            span.end();
+            let context = span.span_context();
+            if context.is_valid() {
+                response
+                    .headers_mut()
+                    .insert(TRACEPARENT, traceparent(context));
+            }
+        }
+
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let status = status.as_u16();
+        let method = self.method.as_str();
+        let route = &*route.route;
+        // The access line, with the request's ids (added by the log layer).
+        REQUEST.sync_scope(self.ids, || {
+            if self.route.recorded {
+                tracing::info!(method, route, status, duration_ms, "request");
+            } else {
+                tracing::debug!(method, route, status, duration_ms, "request");
+            }
+        });
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.route.recorded {
+            self.route.ended();
+        }
+    }
 }
 
 /// Starts the server span of `request`, child of the caller's `traceparent`, with
@@ -164,7 +266,13 @@ fn server_span(
         "network.protocol.version",
         protocol_version(request.version()),
     ));
-    attributes.push(KeyValue::new("url.path", uri.path().to_owned()));
+    // A route without parameters is its own path: share the template, no copy.
+    let path = uri.path();
+    attributes.push(if route.matched && path == &*route.route {
+        KeyValue::new("url.path", route.route.clone())
+    } else {
+        KeyValue::new("url.path", path.to_owned())
+    });
     if let Some(query) = uri.query() {
         attributes.push(KeyValue::new("url.query", query.to_owned()));
     }
@@ -221,23 +329,6 @@ fn traceparent(span: &SpanContext) -> HeaderValue {
 fn body_size(body: &axum::body::Body) -> u64 {
     let hint = body.size_hint();
     hint.exact().unwrap_or(hint.lower())
-}
-
-/// Decrements `http_requests_in_progress` when dropped, so a request whose
-/// client went away (and whose future was dropped) is not counted forever.
-struct InProgress(Arc<RouteTelemetry>);
-
-impl InProgress {
-    fn start(route: Arc<RouteTelemetry>) -> Self {
-        route.started();
-        Self(route)
-    }
-}
-
-impl Drop for InProgress {
-    fn drop(&mut self) {
-        self.0.ended();
-    }
 }
 
 #[cfg(test)]

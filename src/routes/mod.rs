@@ -17,9 +17,14 @@ pub mod users;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::{Router, middleware};
-use tower::ServiceBuilder;
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::Response;
+use axum::routing::Route;
+use tower::layer::util::Identity;
+use tower::{Layer, Service, ServiceBuilder};
 use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,10 +33,11 @@ use utoipa_axum::routes;
 use crate::config::ServeArgs;
 use crate::error::ApiError;
 use crate::middleware::conformance::ConformanceLayer;
-use crate::middleware::overload::{self, ConcurrencyLimit};
-use crate::middleware::telemetry::{self, HttpTelemetry};
-use crate::middleware::timeout;
-use crate::middleware::{drain, fault};
+use crate::middleware::drain;
+use crate::middleware::fault::FaultLayer;
+use crate::middleware::overload::ConcurrencyLimitLayer;
+use crate::middleware::telemetry::HttpTelemetry;
+use crate::middleware::timeout::TimeoutLayer;
 use crate::state::AppState;
 
 /// How the HTTP layers behave: the part of [`ServeArgs`] the routers read.
@@ -161,55 +167,84 @@ async fn method_not_allowed() -> ApiError {
 
 /// The application on the main listener: routes, error fallbacks and layers.
 /// Includes the admin routes unless [`HttpConfig::separate_admin`] is set.
+///
+/// The API routes get the common layers plus load shedding and fault injection
+/// in one `layer` call, the other routes the common layers alone: axum wraps each
+/// route once per `layer` call (a boxed service cloned, a boxed future, per
+/// request), so nesting the API's layers inside the common ones cost a level more.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
-    let faults = middleware::from_fn_with_state(state.settings.clone(), fault::inject);
-    // Outside the faults: a request delayed by fault injection is in flight.
-    let shedding = middleware::from_fn_with_state(
-        ConcurrencyLimit::new(config.max_concurrency),
-        overload::shed,
+    let telemetry = http_telemetry(&state, config);
+    let (api, _) = api_routes().split_for_parts();
+    // The limit is outside the faults: a request delayed by fault injection is in flight.
+    let api_only = ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(config.max_concurrency))
+        .layer(FaultLayer::new(state.settings.clone()))
+        .into_inner();
+    let api = layered(
+        api.method_not_allowed_fallback(method_not_allowed),
+        telemetry.clone(),
+        &state,
+        config,
+        api_only,
     );
-    // One `layer` call per stack: axum boxes (and clones, per request) each layer call.
-    let api = api_routes().layer(ServiceBuilder::new().layer(shedding).layer(faults));
-    let routes = OpenApiRouter::new().merge(api).merge(ops_routes());
-    let routes = if config.separate_admin {
-        routes
+    let rest = if config.separate_admin {
+        ops_routes()
     } else {
-        routes.merge(admin_routes())
+        ops_routes().merge(admin_routes())
     };
-    let (router, _) = routes.split_for_parts();
-    with_layers(router, state, config)
+    let (rest, _) = rest.split_for_parts();
+    let rest = rest
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    api.merge(layered(rest, telemetry, &state, config, Identity::new()))
+        .with_state(state)
 }
 
 /// The admin routes alone, for the `--admin-addr` listener.
 pub fn admin_router(state: AppState, config: &HttpConfig) -> Router {
     let (router, _) = admin_routes().split_for_parts();
-    with_layers(router, state, config)
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    let telemetry = http_telemetry(&state, config);
+    layered(router, telemetry, &state, config, Identity::new()).with_state(state)
 }
 
-/// Fallbacks and the layers every listener has: telemetry, drain, timeout, body limit.
-fn with_layers(router: Router<AppState>, state: AppState, config: &HttpConfig) -> Router {
-    let telemetry = config.telemetry.then(|| {
+/// The per-request telemetry of one listener (its routes share one route table),
+/// unless switched off.
+fn http_telemetry(state: &AppState, config: &HttpConfig) -> Option<HttpTelemetry> {
+    config.telemetry.then(|| {
         let unrecorded = if config.instrument_probes {
             BTreeSet::new()
         } else {
             probe_paths()
         };
-        let telemetry = HttpTelemetry::new(state.metrics.clone(), unrecorded);
-        middleware::from_fn_with_state(telemetry, telemetry::track)
-    });
-    // Outermost first; one `layer` call, so one boxed service per request.
-    let layers = ServiceBuilder::new()
-        .option_layer(telemetry)
-        .layer(drain::layer(state.readiness.clone()))
-        .layer(ConformanceLayer::new(config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            config.request_timeout,
-            timeout::enforce,
-        ))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes));
-    router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(layers)
-        .with_state(state)
+        HttpTelemetry::new(state.metrics.clone(), unrecorded)
+    })
+}
+
+/// `router` with the layers every route has, outermost first (telemetry, drain,
+/// conformance, timeout, body limit), then `inner`'s: one `layer` call.
+fn layered<L>(
+    router: Router<AppState>,
+    telemetry: Option<HttpTelemetry>,
+    state: &AppState,
+    config: &HttpConfig,
+    inner: L,
+) -> Router<AppState>
+where
+    L: Layer<Route> + Clone + Send + Sync + 'static,
+    L::Service:
+        Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
+    router.layer(
+        ServiceBuilder::new()
+            .option_layer(telemetry)
+            .layer(drain::layer(state.readiness.clone()))
+            .layer(ConformanceLayer::new(config.max_body_bytes))
+            .layer(TimeoutLayer::new(config.request_timeout))
+            .layer(DefaultBodyLimit::max(config.max_body_bytes))
+            .layer(inner),
+    )
 }

@@ -27,6 +27,10 @@ use tracing_subscriber::layer::{Context, Layer};
 /// Lines waiting for stdout; beyond this they are dropped (and counted).
 pub const QUEUE_LINES: usize = 8192;
 
+/// What the writer thread gathers before one write to stdout (it writes sooner
+/// whenever the queue runs empty).
+pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// The trace and span of the request being handled, for the lines it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestIds {
@@ -34,6 +38,14 @@ pub struct RequestIds {
     pub trace_id: TraceId,
     /// The request's server span.
     pub span_id: SpanId,
+}
+
+impl RequestIds {
+    /// A request without a span (a probe): its lines carry no ids.
+    pub const NONE: Self = Self {
+        trace_id: TraceId::INVALID,
+        span_id: SpanId::INVALID,
+    };
 }
 
 tokio::task_local! {
@@ -99,11 +111,7 @@ where
 pub fn format_line(line: &mut String, event: &Event<'_>, ids: Option<RequestIds>) {
     let meta = event.metadata();
     line.push_str("{\"timestamp\":\"");
-    let _ = write!(
-        line,
-        "{}",
-        humantime::format_rfc3339_micros(SystemTime::now())
-    );
+    push_timestamp(line, SystemTime::now());
     line.push_str("\",\"level\":\"");
     line.push_str(meta.level().as_str());
     line.push_str("\",\"target\":");
@@ -111,13 +119,57 @@ pub fn format_line(line: &mut String, event: &Event<'_>, ids: Option<RequestIds>
     event.record(&mut Fields { line });
     // A request without a span (a probe, unless probes are recorded) has no ids to join.
     if let Some(ids) = ids.filter(|ids| ids.trace_id != TraceId::INVALID) {
-        let _ = write!(
-            line,
-            ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-            ids.trace_id, ids.span_id
-        );
+        line.push_str(",\"trace_id\":\"");
+        push_hex(line, &ids.trace_id.to_bytes());
+        line.push_str("\",\"span_id\":\"");
+        push_hex(line, &ids.span_id.to_bytes());
+        line.push('"');
     }
     line.push_str("}\n");
+}
+
+thread_local! {
+    /// The RFC 3339 text of the last second a line was written in, up to the
+    /// seconds (`2026-12-02T10:04:23`): the calendar arithmetic runs once a second
+    /// per thread, not once a line.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends `now` as RFC 3339 UTC with microseconds: `2026-12-02T10:04:23.123456Z`.
+fn push_timestamp(line: &mut String, now: SystemTime) {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != seconds {
+            let whole = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            // `…T10:04:23Z`: keep everything before the zone.
+            cached.1 = text.trim_end_matches('Z').to_owned();
+            cached.0 = seconds;
+        }
+        line.push_str(&cached.1);
+    });
+    let micros = since.subsec_micros();
+    let mut digits = *b".000000Z";
+    let mut rest = micros;
+    for digit in digits[1..7].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    // ASCII digits: always valid UTF-8.
+    line.push_str(std::str::from_utf8(&digits).unwrap_or(".000000Z"));
+}
+
+/// Appends `bytes` as lower-case hex (the W3C form of trace and span ids).
+fn push_hex(line: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        line.push(char::from(HEX[usize::from(b >> 4)]));
+        line.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 /// Writes each field as `,"name":value`.
@@ -144,20 +196,22 @@ impl Visit for Fields<'_> {
         self.line.push_str(if value { "true" } else { "false" });
     }
 
+    // Numbers through `itoa` and `ryu` (what serde_json uses): the access line has
+    // two on every request, and `core::fmt` showed in its profile.
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
         if value.is_finite() {
-            let _ = write!(self.line, "{value}");
+            self.line.push_str(ryu::Buffer::new().format_finite(value));
         } else {
             // JSON has no NaN or infinity.
             self.line.push_str("null");
@@ -185,6 +239,11 @@ struct Escaped<'a>(&'a mut String);
 
 impl fmt::Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Most text (names, routes, messages) needs no escaping: one scan, one copy.
+        if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            self.0.push_str(s);
+            return Ok(());
+        }
         let mut start = 0;
         for (i, b) in s.bytes().enumerate() {
             let escape = match b {
@@ -231,6 +290,19 @@ mod tests {
             let json = escaped(s);
             let back: String = serde_json::from_str(&json).unwrap();
             assert_eq!(back, s, "{json}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        use std::time::Duration;
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_205_863);
+        // Within one second (the cached prefix), across seconds, and a new day.
+        for offset in [0, 1, 999_999, 1_000_000, 1_000_001, 86_400_000_007] {
+            let at = base + Duration::from_micros(offset);
+            let mut line = String::new();
+            push_timestamp(&mut line, at);
+            assert_eq!(line, humantime::format_rfc3339_micros(at).to_string());
         }
     }
 

@@ -167,12 +167,19 @@ pub fn init_tracing(
     opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    // Lines leave the request path through a bounded queue (telemetry/logs.rs).
+    // Lines leave the request path through a bounded queue (telemetry/logs.rs). The
+    // writer thread buffers what it takes from the queue and flushes whenever the
+    // queue is empty (and at exit): under load one write(2) carries many lines, and
+    // a lone line still reaches stdout at once. Unbuffered, stdout's line buffering
+    // made a system call per line.
     let (stdout, log_worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(logs::QUEUE_LINES)
         .thread_name("pulse-log-writer")
-        .finish(std::io::stdout());
+        .finish(std::io::BufWriter::with_capacity(
+            logs::WRITE_BUFFER_BYTES,
+            std::io::stdout(),
+        ));
     let dropped_lines = stdout.error_counter();
     let fmt = match config.log_format {
         LogFormat::Json => logs::JsonLines::new(stdout).boxed(),

@@ -10,6 +10,8 @@
 //! router's size (per status code: at most the 500 codes `/status/{code}` can make).
 
 use std::collections::{BTreeSet, HashMap};
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use opentelemetry::KeyValue;
@@ -40,7 +42,9 @@ pub struct RouteTelemetry {
     /// Bound on first use: binding creates the series, and probes (not recorded by
     /// default) must not get any.
     bound: OnceLock<Bound>,
-    by_status: RwLock<HashMap<u16, Arc<StatusTelemetry>>>,
+    /// foldhash rather than SipHash: keys are route templates and status codes, not
+    /// client input, so no flooding to defend against, and two lookups per request.
+    by_status: RwLock<HashMap<u16, Arc<StatusTelemetry>, RandomState>>,
 }
 
 struct Bound {
@@ -65,6 +69,11 @@ impl RouteTelemetry {
                 in_progress: m.http_in_progress.bind(&self.labels),
             }
         })
+    }
+
+    /// Where the rest of a request's metrics go (`api_errors_total`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// One request started: `http_requests_in_progress` + 1.
@@ -118,7 +127,7 @@ pub struct RouteTable {
     metrics: Arc<Metrics>,
     /// Routes left out of the `http_*` series (empty when probes are recorded).
     unrecorded: BTreeSet<String>,
-    routes: RwLock<HashMap<Box<str>, Arc<PerMethod>>>,
+    routes: RwLock<HashMap<Box<str>, Arc<PerMethod>, RandomState>>,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -133,7 +142,7 @@ impl RouteTable {
         Self {
             metrics,
             unrecorded,
-            routes: RwLock::new(HashMap::new()),
+            routes: RwLock::new(HashMap::default()),
         }
     }
 
@@ -182,7 +191,7 @@ impl RouteTable {
             matched,
             recorded,
             bound: OnceLock::new(),
-            by_status: RwLock::new(HashMap::new()),
+            by_status: RwLock::new(HashMap::default()),
             metrics: self.metrics.clone(),
             labels,
             route,
