@@ -334,11 +334,7 @@ mod tests {
                 tracing::info!(user.id = 7, ratio = 0.5, name = "a \"b\"", "user created");
             });
             tracing::warn!(error = %"bad\nthing", "outside a request");
-            let none = RequestIds {
-                trace_id: TraceId::INVALID,
-                span_id: SpanId::INVALID,
-            };
-            REQUEST.sync_scope(none, || tracing::debug!("a probe, no span"));
+            REQUEST.sync_scope(RequestIds::NONE, || tracing::debug!("a probe, no span"));
         });
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
