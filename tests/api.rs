@@ -465,6 +465,52 @@ async fn injected_faults_hit_api_routes_only() {
     );
 }
 
+/// Injected delays hold API requests back by up to `--fault-delay-max`, then let
+/// them through to the handler (or fail them, with the error rate on top).
+#[tokio::test(start_paused = true)]
+async fn injected_delays_hold_requests_back_then_serve_them() {
+    let max = std::time::Duration::from_secs(2);
+    let app = TestApp::with(&ServeArgs {
+        fault_delay_max: max,
+        ..ServeArgs::default()
+    });
+    let mut waited = std::time::Duration::ZERO;
+    for i in 1..=5 {
+        let started = tokio::time::Instant::now();
+        let created = app
+            .send(
+                "POST",
+                &format!("/api/users?name=U{i}&email=u{i}@example.com"),
+                None,
+            )
+            .await;
+        let elapsed = started.elapsed();
+        assert_eq!(created.status, StatusCode::CREATED, "delayed request {i}");
+        assert_eq!(created.json()["id"], i, "the handler ran once per request");
+        assert!(elapsed <= max, "delay {elapsed:?} beyond the cap {max:?}");
+        waited += elapsed;
+    }
+    assert!(
+        waited >= std::time::Duration::from_millis(100),
+        "5 requests with delays uniform in 0..2 s waited only {waited:?}"
+    );
+
+    let failing = TestApp::with(&ServeArgs {
+        fault_delay_max: max,
+        fault_error_rate: 1.0,
+        ..ServeArgs::default()
+    });
+    let refused = failing
+        .send("POST", "/api/users?name=John&email=john@example.com", None)
+        .await;
+    assert_eq!(refused.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        failing.scrape().await.value("pulse_users", &[]),
+        0.0,
+        "a delayed injected failure stores nothing"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn slow_requests_time_out_with_503() {
     let app = TestApp::with(&ServeArgs {

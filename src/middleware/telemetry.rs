@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::Instant;
 
@@ -17,28 +17,26 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Version, header};
 use axum::response::Response;
 use http_body::Body as _;
-use opentelemetry::global::{self, BoxedTracer};
+use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
 use crate::error::ErrorType;
-use crate::telemetry::Metrics;
 use crate::telemetry::labels::HttpMethod;
 use crate::telemetry::logs::{REQUEST, RequestIds};
 use crate::telemetry::routes::{RouteTable, RouteTelemetry, UNMATCHED};
+use crate::telemetry::{Metrics, server_tracer};
 
 /// The telemetry layer (a tower [`Layer`]) and what it needs.
 #[derive(Debug, Clone)]
 pub struct HttpTelemetry {
     /// Per-route handles (bound instruments, span names).
     routes: Arc<RouteTable>,
-    /// The global tracer, taken on the first request: the binary installs the
-    /// tracer provider after building the routers.
-    tracer: Arc<OnceLock<BoxedTracer>>,
 }
 
 impl HttpTelemetry {
@@ -47,7 +45,6 @@ impl HttpTelemetry {
     pub fn new(metrics: Arc<Metrics>, unrecorded: BTreeSet<String>) -> Self {
         Self {
             routes: Arc::new(RouteTable::new(metrics, unrecorded)),
-            tracer: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -104,7 +101,7 @@ where
         // Probes and scrapes (unless recorded) get no span: they would drown the traces.
         let span = route
             .recorded
-            .then(|| server_span(t, &route, method, &request));
+            .then(|| server_span(&route, method, &request));
         let ids = span.as_ref().map_or(RequestIds::NONE, |cx| {
             let span = cx.span();
             let span = span.span_context();
@@ -242,14 +239,10 @@ impl Drop for Finish {
 /// the stable HTTP server span attributes known before the handler runs: a request
 /// that matched no route has no `http.route`, and only an unknown method has
 /// `http.request.method_original`.
-fn server_span(
-    t: &HttpTelemetry,
-    route: &RouteTelemetry,
-    method: HttpMethod,
-    request: &Request,
-) -> Context {
-    let parent =
-        global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
+fn server_span(route: &RouteTelemetry, method: HttpMethod, request: &Request) -> Context {
+    // W3C trace context, the one propagator Pulse installs, used directly: the
+    // global one sits behind a lock taken on every request.
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
     let uri = request.uri();
     let mut attributes = Vec::with_capacity(9);
     attributes.push(KeyValue::new("http.request.method", method.as_str()));
@@ -284,7 +277,7 @@ fn server_span(
     {
         attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
     }
-    let tracer = t.tracer.get_or_init(|| global::tracer("pulse"));
+    let tracer = server_tracer();
     let span = tracer
         .span_builder(route.span_name)
         .with_kind(SpanKind::Server)
