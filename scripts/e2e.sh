@@ -9,16 +9,18 @@ echo "== helm test"
 helm test "$RELEASE" -n "$NAMESPACE" --timeout 2m
 
 echo "== Prometheus scrapes Pulse"
+# The job label of Pulse's targets is its Service's name.
+job=$(pulse_service)
 port_forward pulse-kps-prometheus 19090:9090
 ok=""
 for _ in $(seq 1 60); do
-  up=$(curl -s "http://127.0.0.1:19090/api/v1/query" --data-urlencode "query=min(up{job=\"$RELEASE\"})" \
+  up=$(curl -s "http://127.0.0.1:19090/api/v1/query" --data-urlencode "query=min(up{job=\"$job\"})" \
     | sed -n 's/.*"value":\[[^,]*,"\([0-9.]*\)"\].*/\1/p')
   if [ "$up" = "1" ]; then ok=1; break; fi
   sleep 2
 done
-[ -n "$ok" ] || { echo "error: up{job=\"$RELEASE\"} is not 1" >&2; exit 1; }
-echo "up{job=\"$RELEASE\"} == 1"
+[ -n "$ok" ] || { echo "error: up{job=\"$job\"} is not 1" >&2; exit 1; }
+echo "up{job=\"$job\"} == 1"
 curl -s "http://127.0.0.1:19090/api/v1/rules" | grep -q '"name":"pulse.alerts"' \
   || { echo "error: Pulse's rule group is not loaded" >&2; exit 1; }
 echo "rule group pulse.alerts loaded"

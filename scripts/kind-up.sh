@@ -16,17 +16,20 @@ kubectl config use-context "kind-$KIND_CLUSTER" >/dev/null
 make -C "$ROOT" image IMAGE="$IMAGE"
 kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"
 
+# The lab installs the stack chart: Pulse's chart (from this checkout) plus kube-prometheus-stack.
+stack="$ROOT/charts/pulse-stack"
 helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update >/dev/null
-helm dependency build "$ROOT/charts/pulse"
+helm dependency build "$stack"
 
 # The image id as a pod annotation: a rebuilt image rolls the pods even though the tag stays "dev".
 image_id=$(docker image inspect -f '{{.Id}}' "$IMAGE")
-helm upgrade --install "$RELEASE" "$ROOT/charts/pulse" \
+helm upgrade --install "$RELEASE" "$stack" \
   --namespace "$NAMESPACE" --create-namespace \
-  -f "$ROOT/charts/pulse/ci/kind-values.yaml" \
-  --set-string image.repository="${IMAGE%:*}",image.tag="${IMAGE##*:}" \
-  --set-string "podAnnotations.pulse\.dev/image-id=${image_id#sha256:}" \
+  -f "$stack/ci/kind-values.yaml" \
+  --set-string pulse.image.repository="${IMAGE%:*}",pulse.image.tag="${IMAGE##*:}" \
+  --set-string "pulse.podAnnotations.pulse\.dev/image-id=${image_id#sha256:}" \
   --wait --timeout 10m
+service=$(pulse_service)
 
 cat <<MSG
 
@@ -36,6 +39,6 @@ Pulse is running in kind cluster '$KIND_CLUSTER', namespace '$NAMESPACE'.
                i.e. kubectl -n $NAMESPACE port-forward svc/pulse-grafana 3000:80
                dashboards: Dashboards > Pulse
   Prometheus:  make prometheus   then http://127.0.0.1:9090/targets
-  Pulse:       kubectl -n $NAMESPACE port-forward svc/$RELEASE 8080:8080
+  Pulse:       kubectl -n $NAMESPACE port-forward svc/$service 8080:8080
   Checks:      make e2e           Tear down: make kind-down
 MSG

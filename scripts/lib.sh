@@ -76,6 +76,22 @@ port_forward() {
   exit 1
 }
 
+# The labels of release $RELEASE's Pulse objects. The chart names them "<release>-pulse" unless the
+# release name contains "pulse"; the scripts find them by these labels instead of guessing.
+PULSE_SELECTOR="app.kubernetes.io/name=pulse,app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=server"
+
+# pulse_service: the name of release $RELEASE's Pulse Service (also Prometheus's `job` label of its
+# targets). Fails when the release has none.
+pulse_service() {
+  local name
+  name=$(kubectl -n "$NAMESPACE" get svc -l "$PULSE_SELECTOR" -o jsonpath='{.items[0].metadata.name}' 2>/dev/null)
+  if [[ -z $name ]]; then
+    echo "error: no Pulse Service of release '$RELEASE' in namespace '$NAMESPACE' (make kind-up first?)" >&2
+    return 1
+  fi
+  echo "$name"
+}
+
 grafana_password() {
   kubectl -n "$NAMESPACE" get secret pulse-grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d
 }

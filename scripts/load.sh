@@ -4,7 +4,8 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 for tool in kubectl curl cargo; do require "$tool"; done
-port_forward "$RELEASE" 18080:8080
+service=$(pulse_service)
+port_forward "$service" 18080:8080
 cd "$ROOT"
 cargo run --release --quiet -- load --target http://127.0.0.1:18080 \
   --rate "${RATE:-20}" --duration "${DURATION:-60s}" --mix "${MIX:-default}"

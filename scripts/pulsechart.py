@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render the Pulse chart offline with the real Helm v4 engine (helm-python-sdk).
+"""Render the Pulse charts offline with the real Helm v4 engine (helm-python-sdk).
 
 Used by the chart tests and by `make manifests`, which writes the plain-YAML install
 (`manifests/pulse.yaml`) for users without Helm.
@@ -9,22 +9,29 @@ Used by the chart tests and by `make manifests`, which writes the plain-YAML ins
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import helm_python
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The application chart (no dependencies) and the umbrella that adds the monitoring stack.
 CHART = ROOT / "charts" / "pulse"
+STACK = ROOT / "charts" / "pulse-stack"
+# Name -> (chart, values file): the value sets the tests render, lint and validate.
 VALUE_SETS = {
-    "default": None,
-    "kind": CHART / "ci" / "kind-values.yaml",
-    "all-on": CHART / "ci" / "all-on-values.yaml",
-    "all-off": CHART / "ci" / "all-off-values.yaml",
+    "default": (CHART, None),
+    "all-on": (CHART, CHART / "ci" / "all-on-values.yaml"),
+    "all-off": (CHART, CHART / "ci" / "all-off-values.yaml"),
+    "stack": (STACK, None),
+    "kind": (STACK, STACK / "ci" / "kind-values.yaml"),
 }
-# The plain manifests: no helm-test hooks (nothing runs them without Helm), no subchart.
-MANIFEST_VALUES = {"tests": {"enabled": False}, "kube-prometheus-stack": {"enabled": False}}
+# The plain manifests: no helm-test hooks (nothing runs them without Helm).
+MANIFEST_VALUES = {"tests": {"enabled": False}}
 # Apply order, as Helm would: identities and config before workloads.
 KIND_ORDER = [
     "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
@@ -44,25 +51,64 @@ def _str(dumper: yaml.SafeDumper, value: str):
 _Dumper.add_representer(str, _str)
 
 
-def load_values(name: str) -> dict:
-    path = VALUE_SETS[name]
+def chart_of(value_set: str) -> Path:
+    return VALUE_SETS[value_set][0]
+
+
+def load_values(value_set: str) -> dict:
+    path = VALUE_SETS[value_set][1]
     return yaml.safe_load(path.read_text()) if path else {}
 
 
-def render(values: dict | None = None, *, name: str = "pulse", namespace: str = "monitoring") -> dict[str, str]:
-    """Template path -> rendered text, as `helm template` would produce."""
-    chart = helm_python.Chart.load(str(CHART))
-    return chart.render(values or {}, name=name, namespace=namespace, is_install=True)
+_ASSEMBLED: dict[Path, Path] = {}
 
 
-def render_objects(values: dict | None = None, **kw) -> list[dict]:
-    """Every Kubernetes object the chart renders (NOTES.txt excluded)."""
+def assembled(chart: Path = CHART) -> Path:
+    """A copy of `chart` as this repository defines it: whatever `helm dependency build` left in its
+    `charts/` (downloaded subcharts, Chart.lock) is not taken, and each `file://` dependency is copied
+    into the copy's `charts/` from where it points, as `helm dependency build` would. Subcharts from
+    chart repositories are absent, so only this repository's templates render."""
+    chart = chart.resolve()
+    if chart not in _ASSEMBLED:
+        work = Path(tempfile.mkdtemp(prefix=f"{chart.name}-"))
+        atexit.register(shutil.rmtree, work, True)
+        ignore = shutil.ignore_patterns("charts", "Chart.lock", "*.tgz")
+        copy = work / chart.name
+        shutil.copytree(chart, copy, ignore=ignore)
+        for dependency in yaml.safe_load((chart / "Chart.yaml").read_text()).get("dependencies", []):
+            repository = dependency.get("repository", "")
+            if repository.startswith("file://"):
+                source = (chart / repository.removeprefix("file://")).resolve()
+                shutil.copytree(source, copy / "charts" / dependency["name"], ignore=ignore)
+        _ASSEMBLED[chart] = copy
+    return _ASSEMBLED[chart]
+
+
+def render(values: dict | None = None, *, name: str = "pulse", namespace: str = "monitoring",
+           chart: Path = CHART) -> dict[str, str]:
+    """Template path -> rendered text, as `helm template` would produce (paths start with the chart's
+    name; the Pulse chart's under the umbrella with `pulse-stack/charts/pulse/`)."""
+    loaded = helm_python.Chart.load(str(assembled(chart)))
+    return loaded.render(values or {}, name=name, namespace=namespace, is_install=True)
+
+
+def render_set(value_set: str, **kw) -> dict[str, str]:
+    return render(load_values(value_set), chart=chart_of(value_set), **kw)
+
+
+def objects_of(rendered: dict[str, str]) -> list[dict]:
+    """Every Kubernetes object in a render (NOTES.txt excluded)."""
     objects = []
-    for path, text in render(values, **kw).items():
+    for path, text in rendered.items():
         if path.endswith("NOTES.txt"):
             continue
         objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return objects
+
+
+def render_objects(values: dict | None = None, **kw) -> list[dict]:
+    """Every Kubernetes object the chart renders (NOTES.txt excluded)."""
+    return objects_of(render(values, **kw))
 
 
 def manifests() -> str:

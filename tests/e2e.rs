@@ -3,7 +3,9 @@
 //! Ignored by `cargo test` (they report as ignored, not passed); `make e2e` runs them with
 //! `--ignored`. Uses the current kube context and only the Kubernetes API (port-forwards and the
 //! API server's service proxy): no kubectl needed.
-//! `PULSE_E2E_NAMESPACE` (default `monitoring`) and `PULSE_E2E_RELEASE` (default `pulse`) say where.
+//! `PULSE_E2E_NAMESPACE` (default `monitoring`) and `PULSE_E2E_RELEASE` (default `pulse`) say where;
+//! the Pulse objects are found by their labels, so any release name works (the chart names them
+//! `<release>-pulse` unless the release name contains `pulse`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -23,6 +25,8 @@ struct Lab {
     client: kube::Client,
     namespace: String,
     release: String,
+    /// The name of Pulse's Service and Deployment (and Prometheus's `job` label).
+    name: String,
 }
 
 /// Why these tests are ignored by `cargo test`: `make e2e` runs them with `--ignored`.
@@ -34,11 +38,30 @@ async fn lab() -> Lab {
     let client = kube::Client::try_default()
         .await
         .unwrap_or_else(|e| panic!("no kube context ({e}): {NEEDS_A_CLUSTER}"));
-    Lab {
+    let mut lab = Lab {
         client,
         namespace: std::env::var("PULSE_E2E_NAMESPACE").unwrap_or_else(|_| "monitoring".into()),
         release: std::env::var("PULSE_E2E_RELEASE").unwrap_or_else(|_| "pulse".into()),
-    }
+        name: String::new(),
+    };
+    let services = lab
+        .api::<Service>()
+        .list(&ListParams::default().labels(&lab.server_selector()))
+        .await
+        .unwrap();
+    let names: Vec<String> = services
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    let [name] = names.as_slice() else {
+        panic!(
+            "expected one Pulse Service for release {} in {}, found {names:?}: {NEEDS_A_CLUSTER}",
+            lab.release, lab.namespace
+        );
+    };
+    lab.name = name.clone();
+    lab
 }
 
 impl Lab {
@@ -118,6 +141,14 @@ impl Lab {
             self.release
         )
     }
+
+    /// Pulse's own objects (not the load generator's or the test pods').
+    fn server_selector(&self) -> String {
+        format!(
+            "{},app.kubernetes.io/component=server",
+            self.pulse_selector()
+        )
+    }
 }
 
 async fn eventually<F: std::future::Future<Output = bool>>(
@@ -138,7 +169,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 #[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
 async fn deployment_is_available_and_pulse_answers_through_a_port_forward() {
     let lab = lab().await;
-    let deployment = lab.api::<Deployment>().get(&lab.release).await.unwrap();
+    let deployment = lab.api::<Deployment>().get(&lab.name).await.unwrap();
     let status = deployment.status.unwrap();
     assert_eq!(
         status.available_replicas,
@@ -164,16 +195,13 @@ async fn deployment_is_available_and_pulse_answers_through_a_port_forward() {
 async fn prometheus_scrapes_pulse_and_loaded_its_rules() {
     let lab = lab().await;
     let prometheus = lab.pod("app.kubernetes.io/name=prometheus").await;
-    let query = format!(
-        "/api/v1/query?query=min(up%7Bjob%3D%22{}%22%7D)",
-        lab.release
-    );
+    let query = format!("/api/v1/query?query=min(up%7Bjob%3D%22{}%22%7D)", lab.name);
     let up = eventually(Duration::from_secs(120), || async {
         let (_, answer) = lab.forward_get(&prometheus, 9090, &query, None).await;
         answer["data"]["result"][0]["value"][1] == "1"
     })
     .await;
-    assert!(up, "up{{job=\"{}\"}} is not 1", lab.release);
+    assert!(up, "up{{job=\"{}\"}} is not 1", lab.name);
     let (_, rules) = lab
         .forward_get(&prometheus, 9090, "/api/v1/rules", None)
         .await;
@@ -237,7 +265,7 @@ async fn grafana_lists_the_three_pulse_dashboards() {
 async fn editing_the_runtime_configmap_changes_behaviour_and_publishes_an_event() {
     let lab = lab().await;
     let configmaps = lab.api::<ConfigMap>();
-    let name = format!("{}-runtime", lab.release);
+    let name = format!("{}-runtime", lab.name);
     let patch = |rate: &str| Patch::Merge(json!({"data": {"fault_error_rate": rate}}));
     let since = k8s_openapi::jiff::Timestamp::now();
     configmaps
@@ -245,7 +273,7 @@ async fn editing_the_runtime_configmap_changes_behaviour_and_publishes_an_event(
         .await
         .unwrap();
     let failing = eventually(Duration::from_secs(10), || async {
-        lab.service_get(&lab.release, "/api/users").await.ok()
+        lab.service_get(&lab.name, "/api/users").await.ok()
             == Some(StatusCode::INTERNAL_SERVER_ERROR)
     })
     .await;
@@ -282,7 +310,7 @@ async fn a_rolling_restart_under_steady_load_fails_no_request() {
             loop {
                 tokio::select! {
                     () = stop.notified() => return,
-                    result = lab.service_get(&lab.release, "/api/users") => {
+                    result = lab.service_get(&lab.name, "/api/users") => {
                         sent.fetch_add(1, Ordering::Relaxed);
                         if result.ok() != Some(StatusCode::OK) {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -297,15 +325,11 @@ async fn a_rolling_restart_under_steady_load_fails_no_request() {
     let restarted_at = k8s_openapi::jiff::Timestamp::now().to_string();
     let restart = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": restarted_at}}}}});
     deployments
-        .patch(
-            &lab.release,
-            &PatchParams::default(),
-            &Patch::Merge(restart),
-        )
+        .patch(&lab.name, &PatchParams::default(), &Patch::Merge(restart))
         .await
         .unwrap();
     let done = eventually(Duration::from_secs(300), || async {
-        let d = deployments.get(&lab.release).await.unwrap();
+        let d = deployments.get(&lab.name).await.unwrap();
         let (spec, status) = (d.spec.unwrap(), d.status.unwrap_or_default());
         let want = spec.replicas.unwrap_or(1);
         status.observed_generation >= d.metadata.generation

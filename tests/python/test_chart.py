@@ -45,7 +45,7 @@ def one(objects, kind):
 def rendered(request):
     """(value set name, values, objects) for each value set."""
     values = pc.load_values(request.param)
-    return request.param, values, pc.render_objects(values, name="lab", namespace="monitoring")
+    return request.param, values, pc.objects_of(pc.render_set(request.param, name="lab", namespace="monitoring"))
 
 
 # --- 1. renders and lint ------------------------------------------------------------------------
@@ -58,10 +58,10 @@ def test_every_value_set_renders_pulse(rendered):
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_helm_lint_strict_has_no_findings(value_set):
-    report = helm_python.lint(str(pc.CHART), pc.load_values(value_set), strict=True,
-                              kube_version="v" + KUBE_VERSION)
+    chart = pc.assembled(pc.chart_of(value_set))
+    report = helm_python.lint(str(chart), pc.load_values(value_set), strict=True, kube_version="v" + KUBE_VERSION)
     findings = [m for m in report["messages"] if m["severity"] >= 2
-                # The subchart is fetched by `helm dependency build`, not committed.
+                # The stack's subchart is fetched by `helm dependency build`, not committed.
                 and "missing these dependencies: kube-prometheus-stack" not in m["error"]]
     assert findings == []
 
@@ -70,7 +70,7 @@ def test_optional_features_follow_their_switches():
     on = pc.render_objects(pc.load_values("all-on"))
     off = pc.render_objects(pc.load_values("all-off"))
     for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor",
-                 "PrometheusRule", "ServiceAccount", "ConfigMap", "Secret", "Pod", "Role", "RoleBinding"]:
+                 "PrometheusRule", "ServiceAccount", "ConfigMap", "Pod", "Role", "RoleBinding"]:
         assert kinds(on, kind), f"{kind} missing with every feature on"
         assert not kinds(off, kind), f"{kind} rendered with every feature off"
     assert "replicas" not in pulse_deployment(on)["spec"], "the HPA owns the replica count"
@@ -402,13 +402,13 @@ def test_the_load_generator_renders_only_when_enabled_and_targets_the_service():
     assert args[args.index("--rate") + 1] == "7" and args[args.index("--duration") + 1] == "forever"
     selector = service["spec"]["selector"].items()
     assert not selector <= loadgen["spec"]["template"]["metadata"]["labels"].items(), "no traffic to the loadgen"
-    assert pc.load_values("kind")["loadgen"]["enabled"] is True
+    assert pc.load_values("kind")["pulse"]["loadgen"]["enabled"] is True
 
 
 def test_kind_values_wire_grafana_login_through_a_generated_secret():
     values = pc.load_values("kind")
-    objects = pc.render_objects(values, name="pulse")
-    kps = yaml.safe_load((pc.CHART / "values.yaml").read_text())["kube-prometheus-stack"]
+    objects = pc.render_objects(values, name="pulse", chart=pc.STACK)
+    kps = yaml.safe_load((pc.STACK / "values.yaml").read_text())["kube-prometheus-stack"]
     admin = kps["grafana"]["admin"]
     secret = one(objects, "Secret")
     assert secret["metadata"]["name"] == admin["existingSecret"]
@@ -416,15 +416,14 @@ def test_kind_values_wire_grafana_login_through_a_generated_secret():
     import base64
     password = base64.b64decode(secret["data"][admin["passwordKey"]]).decode()
     assert len(password) >= 16 and password != "admin"
-    notes = pc.render(values, name="pulse")["pulse/templates/NOTES.txt"]
+    notes = pc.render(values, name="pulse", chart=pc.STACK)["pulse-stack/templates/NOTES.txt"]
     assert f"port-forward svc/{kps['grafana']['fullnameOverride']} 3000:80" in notes
     assert f"get secret {admin['existingSecret']}" in notes
     assert f"port-forward svc/{kps['fullnameOverride']}-prometheus 9090:9090" in notes
 
 
 def test_a_given_grafana_password_is_used():
-    objects = pc.render_objects({"kube-prometheus-stack": {"enabled": True},
-                                 "grafanaAdmin": {"password": "s3cret-enough"}})
+    objects = pc.render_objects({"grafanaAdmin": {"password": "s3cret-enough"}}, chart=pc.STACK)
     import base64
     assert base64.b64decode(one(objects, "Secret")["data"]["admin-password"]) == b"s3cret-enough"
 
@@ -451,7 +450,7 @@ def test_schema_rejects(values, why):
 
 def test_schema_accepts_the_shipped_value_sets():
     for name in VALUE_SETS:
-        pc.render(pc.load_values(name))
+        pc.render_set(name)
 
 
 # --- 5. sources in sync -------------------------------------------------------------------------
@@ -473,6 +472,123 @@ def test_manifests_hold_pulse_and_its_monitoring_but_no_helm_hooks():
     present = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "ConfigMap"} <= present
     assert "Pod" not in present and "Secret" not in present
+
+
+# --- 6. the application chart and the stack -----------------------------------------------------
+
+def chart_yaml(chart: Path) -> dict:
+    return yaml.safe_load((chart / "Chart.yaml").read_text())
+
+
+def test_the_application_chart_declares_no_dependency_and_installs_as_it_is():
+    """`helm install pulse charts/pulse` needs nothing downloaded: Helm refuses a chart whose declared
+    dependencies are missing from charts/, whatever their condition."""
+    assert "dependencies" not in chart_yaml(pc.CHART)
+    report = helm_python.lint(str(pc.CHART), {}, strict=True, kube_version="v" + KUBE_VERSION)
+    assert [m for m in report["messages"] if "dependenc" in m["error"]] == []
+    loaded = helm_python.Chart.load(str(pc.CHART))  # the directory itself, not a copy
+    assert "pulse/templates/deployment.yaml" in loaded.render({}, name="pulse", namespace="default", is_install=True)
+
+
+def test_the_stack_depends_on_this_repositorys_pulse_chart_and_the_monitoring_stack():
+    stack, app = chart_yaml(pc.STACK), chart_yaml(pc.CHART)
+    dependencies = {d["name"]: d for d in stack["dependencies"]}
+    assert dependencies["pulse"]["repository"] == "file://../pulse"
+    assert dependencies["pulse"]["version"] == app["version"]
+    assert "condition" not in dependencies["pulse"], "the stack always installs Pulse"
+    kps = dependencies["kube-prometheus-stack"]
+    assert kps["repository"] == "https://prometheus-community.github.io/helm-charts"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", kps["version"]), "pinned"
+    assert kps["condition"] == "kube-prometheus-stack.enabled"
+    assert stack["appVersion"] == app["appVersion"]
+
+
+def test_the_stacks_pulse_values_reach_the_pulse_chart_and_its_schema():
+    objects = pc.render_objects({"pulse": {"replicaCount": 3, "config": {"logLevel": "debug"}}},
+                                name="pulse", chart=pc.STACK)
+    deployment = pulse_deployment(objects)
+    assert deployment["spec"]["replicas"] == 3
+    assert {"name": "PULSE_LOG_LEVEL", "value": "debug"} in container(deployment)["env"]
+    with pytest.raises(helm_python.HelmValuesError):
+        pc.render({"pulse": {"replicas": 3}}, chart=pc.STACK)
+    with pytest.raises(helm_python.HelmValuesError):
+        pc.render({"pulse-stack": {}}, chart=pc.STACK)
+
+
+def tiny_chart_archive(directory: Path, name: str, version: str) -> Path:
+    """A packaged chart `name` with one Service: what `helm dependency build` leaves in charts/."""
+    import tarfile
+    source = directory / "src" / name
+    (source / "templates").mkdir(parents=True)
+    (source / "Chart.yaml").write_text(f"apiVersion: v2\nname: {name}\nversion: {version}\n")
+    (source / "templates" / "service.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: intruder\nspec:\n  ports: [{port: 80}]\n")
+    archive = directory / f"{name}-{version}.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname=name)
+    return archive
+
+
+def test_renders_take_this_repositorys_templates_whatever_dependency_build_left(tmp_path):
+    """After `make kind-up`, charts/pulse-stack/charts/ holds the downloaded subchart and Chart.lock;
+    the tests still render only this repository's templates, and git ignores those files."""
+    repo = tmp_path / "charts"
+    shutil.copytree(pc.STACK, repo / "pulse-stack")
+    shutil.copytree(pc.CHART, repo / "pulse")
+    version = chart_yaml(pc.STACK)["dependencies"][1]["version"]
+    built = repo / "pulse-stack" / "charts"
+    built.mkdir()
+    shutil.copy(tiny_chart_archive(tmp_path, "kube-prometheus-stack", version), built)
+    (repo / "pulse-stack" / "Chart.lock").write_text("dependencies: []\n")
+    rendered = pc.render(pc.load_values("kind"), chart=repo / "pulse-stack")
+    assert not [path for path in rendered if "kube-prometheus-stack" in path]
+    one(pc.objects_of(rendered), "Service")
+    for path in ["charts/pulse-stack/charts/kube-prometheus-stack-88.5.3.tgz", "charts/pulse-stack/Chart.lock",
+                 "charts/pulse-stack/charts/pulse-0.1.0.tgz", "charts/pulse/charts/x.tgz"]:
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert ignored.returncode == 0, f"{path} is not ignored by git"
+
+
+def stack_values(value_set: str = "stack") -> dict:
+    """The stack's values as its subcharts get them: values.yaml with the value set on top."""
+    def merge(base, over):
+        for key, value in over.items():
+            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(
+                base.get(key), dict) else value
+        return base
+    values = yaml.safe_load((pc.STACK / "values.yaml").read_text())
+    return merge(values, pc.load_values(value_set))
+
+
+def test_the_lab_stack_is_laptop_sized_and_honest():
+    kps = stack_values("kind")["kube-prometheus-stack"]
+    assert kps["enabled"] is True
+    grafana = kps["grafana"]
+    assert grafana["sidecar"]["datasources"]["alertmanager"]["enabled"] is False, \
+        "no Alertmanager runs: its provisioned datasource would be broken"
+    assert kps["alertmanager"]["enabled"] is False
+    assert grafana["testFramework"]["enabled"] is False, "helm test must not pull Grafana's test image"
+    assert kps["nodeExporter"]["enabled"] is True, "the runtime dashboard's node row needs node-exporter"
+    node_exporter = kps["prometheus-node-exporter"]["resources"]
+    assert node_exporter["requests"] and node_exporter["limits"]["memory"]
+
+
+def duration_seconds(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
+
+
+def test_retention_covers_every_range_the_rules_and_dashboards_read():
+    """The SLO window is 30 days: retention must keep that much (a size cap keeps the disk safe)."""
+    from dashboards import expressions, load_all
+    from rules import rule_spec
+    spec = stack_values()["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]
+    assert re.fullmatch(r"\d+(\.\d+)?(K|M|G|T|P|E)i?B", spec["retentionSize"])
+    exprs = [r["expr"] for g in rule_spec()["groups"] for r in g["rules"]]
+    exprs += [expr for dashboard in load_all().values() for _, expr in expressions(dashboard)]
+    ranges = [duration_seconds(r) for e in exprs for r in re.findall(r"\[(\d+[smhdw])(?::[^\]]*)?\]", e)]
+    assert max(ranges) == duration_seconds("30d")
+    assert duration_seconds(spec["retention"]) >= max(ranges)
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------

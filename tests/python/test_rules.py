@@ -15,6 +15,7 @@ EXPECTED_ALERTS = {
     "PulseDown", "HighErrorRate", "HighLatencyP95", "PulseSaturated",
     "PulseAvailabilityBurnRateFast", "PulseAvailabilityBurnRateSlow",
     "PulseLatencyBurnRateFast", "PulseLatencyBurnRateSlow",
+    "PulseErrorBudgetExhausted", "PulseSLIAbsent",
 }
 
 
@@ -60,6 +61,9 @@ def test_each_alert_has_a_firing_and_a_silent_case():
     # ...and an SLO loose enough to ignore the burns too.
     ({"slo": {"availability": {"objective": 0.99}}}, "PulseAvailabilityBurnRate"),
     ({"slo": {"latency": {"objective": 0.9}}}, "PulseLatencyBurnRate"),
+    # 1 % errors fit a 98 % objective: the budget is not spent.
+    ({"slo": {"availability": {"objective": 0.98}}}, "PulseErrorBudgetExhausted"),
+    ({"prometheusRule": {"alerts": {"sliAbsentFor": "20m"}}}, "PulseSLIAbsent"),
 ])
 def test_the_unit_tests_notice_changed_thresholds(values, broken, tmp_path):
     # The minute-resolution file has a firing case for each of these; the day-long file is not needed.

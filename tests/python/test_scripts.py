@@ -1,5 +1,6 @@
 """The shell scripts (lab, e2e, CI) pass shellcheck: they cannot run here (no Docker), so lint them."""
 
+import re
 import shutil
 import subprocess
 
@@ -66,3 +67,43 @@ def test_make_help_expands_the_variables_it_mentions():
                             capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert "$(" not in result.stdout, result.stdout
     assert "Build the container image registry.example/pulse:1.2" in result.stdout
+
+
+# --- the lab scripts with any release name ------------------------------------------------------
+
+def script_selector(release: str) -> dict[str, str]:
+    """The label selector the lab scripts find Pulse's Service with (scripts/lib.sh), for `release`."""
+    result = subprocess.run([shutil.which("bash"), "-c", 'source scripts/lib.sh; echo "$PULSE_SELECTOR"'],
+                            capture_output=True, text=True, cwd=ROOT, env={"RELEASE": release, "PATH": "/usr/bin:/bin"},
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    return dict(pair.split("=", 1) for pair in result.stdout.strip().split(","))
+
+
+@pytest.mark.parametrize("release", ["pulse", "demo", "my-pulse-lab"])
+def test_the_lab_scripts_find_pulse_whatever_the_release_is_called(release):
+    """`RELEASE=demo make kind-up` names the objects demo-pulse: the scripts (and tests/e2e.rs, which
+    selects the same labels) find the Service by label, and Prometheus's job label is its name."""
+    import pulsechart as pc
+
+    objects = pc.objects_of(pc.render_set("kind", name=release, namespace="monitoring"))
+    selector = script_selector(release).items()
+    services = [o for o in objects if o["kind"] == "Service" and selector <= o["metadata"]["labels"].items()]
+    assert len(services) == 1, [s["metadata"]["name"] for s in services]
+    name = services[0]["metadata"]["name"]
+    assert name == (release if "pulse" in release else f"{release}-pulse")
+    deployments = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
+    assert name in deployments, "tests/e2e.rs rolls the Deployment of the Service's name"
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert "jobLabel" not in monitor["spec"], "the job label is then the Service name"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= services[0]["metadata"]["labels"].items()
+
+
+def test_no_lab_script_uses_the_release_name_as_an_object_name():
+    forbidden = re.compile(r'(svc|deploy|deployment)/"?\$\{?RELEASE|port_forward "\$RELEASE"|job=\\?"\$\{?RELEASE'
+                           r'|\$\(RELEASE\)-|svc/\$\(RELEASE\)')
+    for path in sorted(ROOT.glob("scripts/*.sh")) + [ROOT / "Makefile"]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not forbidden.search(line), f"{path.name}:{number}: {line.strip()}"
+    e2e = (ROOT / "tests" / "e2e.rs").read_text()
+    assert "get(&lab.release)" not in e2e and "service_get(&lab.release" not in e2e
