@@ -42,6 +42,7 @@ module-cycles:
 deps: ## Check the external tools the tests use
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus (or run .ci/run)"; exit 1; }
 	@command -v shellcheck >/dev/null || { echo "shellcheck missing: apt-get install shellcheck (or run .ci/run)"; exit 1; }
+	@command -v prometheus-node-exporter >/dev/null || { echo "prometheus-node-exporter missing: apt-get install prometheus-node-exporter (or run .ci/run)"; exit 1; }
 
 # The same command builds the binary the Python tests run (TEST_BUILD below).
 TEST_CARGO := $(CARGO) test --all-targets

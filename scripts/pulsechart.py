@@ -60,6 +60,20 @@ def load_values(value_set: str) -> dict:
     return yaml.safe_load(path.read_text()) if path else {}
 
 
+def effective_values(value_set: str) -> dict:
+    """The values a value set installs with: the chart's values.yaml with the set's file merged on
+    top, as Helm merges `-f` (maps key by key, anything else replaced). What the subcharts get."""
+    def merge(base: dict, over: dict) -> dict:
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+    defaults = yaml.safe_load((chart_of(value_set) / "values.yaml").read_text()) or {}
+    return merge(defaults, load_values(value_set))
+
+
 _ASSEMBLED: dict[Path, Path] = {}
 
 

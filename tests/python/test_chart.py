@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -549,19 +550,8 @@ def test_renders_take_this_repositorys_templates_whatever_dependency_build_left(
         assert ignored.returncode == 0, f"{path} is not ignored by git"
 
 
-def stack_values(value_set: str = "stack") -> dict:
-    """The stack's values as its subcharts get them: values.yaml with the value set on top."""
-    def merge(base, over):
-        for key, value in over.items():
-            base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(
-                base.get(key), dict) else value
-        return base
-    values = yaml.safe_load((pc.STACK / "values.yaml").read_text())
-    return merge(values, pc.load_values(value_set))
-
-
 def test_the_lab_stack_is_laptop_sized_and_honest():
-    kps = stack_values("kind")["kube-prometheus-stack"]
+    kps = pc.effective_values("kind")["kube-prometheus-stack"]
     assert kps["enabled"] is True
     grafana = kps["grafana"]
     assert grafana["sidecar"]["datasources"]["alertmanager"]["enabled"] is False, \
@@ -573,6 +563,68 @@ def test_the_lab_stack_is_laptop_sized_and_honest():
     assert node_exporter["requests"] and node_exporter["limits"]["memory"]
 
 
+# Where to find the upstream charts' own files (each `<dir>/<chart>/values.yaml` and `Chart.yaml`):
+# fetched by hand, since `helm dependency build` needs the network. Without it the checks below skip.
+UPSTREAM = os.environ.get("PULSE_UPSTREAM_CHARTS")
+SUBCHARTS = {"kube-prometheus-stack": ["grafana", "prometheus-node-exporter"]}
+
+
+def upstream_values(chart: str) -> dict:
+    if not UPSTREAM:
+        pytest.skip("set PULSE_UPSTREAM_CHARTS to a folder holding the upstream charts (docs/testing.md)")
+    return yaml.safe_load((Path(UPSTREAM) / chart / "values.yaml").read_text())
+
+
+def merged(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, map by map, as Helm merges a parent chart's values into a subchart's."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def unknown_keys(ours: dict, theirs: dict, path: str = "") -> list[str]:
+    """Key paths of `ours` that `theirs` does not have. Below a key upstream leaves free-form (an empty
+    map or null: resources, annotations...) anything goes; lists are values, not compared."""
+    missing = []
+    for key, value in ours.items():
+        where = f"{path}.{key}" if path else key
+        if key not in theirs:
+            missing.append(where)
+        elif isinstance(value, dict) and isinstance(theirs[key], dict) and theirs[key]:
+            missing += unknown_keys(value, theirs[key], where)
+    return missing
+
+
+@pytest.mark.parametrize("value_set", ["stack", "kind"])
+def test_the_stack_values_are_keys_the_upstream_charts_have(value_set):
+    values = copy.deepcopy(pc.effective_values(value_set)["kube-prometheus-stack"])
+    values.pop("enabled")  # the dependency's condition, read by Helm
+    kps = upstream_values("kube-prometheus-stack")
+    version = {d["name"]: d["version"] for d in chart_yaml(pc.STACK)["dependencies"]}["kube-prometheus-stack"]
+    assert chart_yaml(Path(UPSTREAM) / "kube-prometheus-stack")["version"] == version, "fetch the pinned version"
+    missing = []
+    for subchart in SUBCHARTS["kube-prometheus-stack"]:
+        # A subchart's keys are its own chart's with kube-prometheus-stack's on top, plus the two every
+        # chart's name helper reads (the Grafana chart uses fullnameOverride without listing it).
+        theirs = merged(upstream_values(subchart), kps.get(subchart, {}))
+        theirs.update(dict.fromkeys(["nameOverride", "fullnameOverride"], ""))
+        missing += [f"{subchart}.{k}" for k in unknown_keys(values.pop(subchart, {}), theirs)]
+    missing += unknown_keys(values, kps)
+    assert missing == [], "not values of the upstream charts (a typo, or renamed upstream)"
+
+
+def test_the_cadvisor_relabelings_are_upstreams_but_keep_the_memory_limit():
+    upstream = upstream_values("kube-prometheus-stack")["kubelet"]["serviceMonitor"]["cAdvisorMetricRelabelings"]
+    ours = pc.effective_values("stack")["kube-prometheus-stack"]["kubelet"]["serviceMonitor"]["cAdvisorMetricRelabelings"]
+    changed = [(theirs, mine) for theirs, mine in zip(upstream, ours, strict=True) if theirs != mine]
+    assert len(changed) == 1, "only the container_spec drop differs from upstream"
+    (theirs, mine), = changed
+    assert theirs["regex"] == "container_spec.*" and {**theirs, "regex": mine["regex"]} == mine
+    assert not re.fullmatch(mine["regex"], "container_spec_memory_limit_bytes")
+    assert re.fullmatch(mine["regex"], "container_spec_cpu_shares")
+
+
 def duration_seconds(text: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhdw])", text))
@@ -582,7 +634,7 @@ def test_retention_covers_every_range_the_rules_and_dashboards_read():
     """The SLO window is 30 days: retention must keep that much (a size cap keeps the disk safe)."""
     from dashboards import expressions, load_all
     from rules import rule_spec
-    spec = stack_values()["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]
+    spec = pc.effective_values("stack")["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]
     assert re.fullmatch(r"\d+(\.\d+)?(K|M|G|T|P|E)i?B", spec["retentionSize"])
     exprs = [r["expr"] for g in rule_spec()["groups"] for r in g["rules"]]
     exprs += [expr for dashboard in load_all().values() for _, expr in expressions(dashboard)]

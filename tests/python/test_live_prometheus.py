@@ -1,16 +1,21 @@
 """A real Prometheus scraping a real Pulse: every dashboard query returns data, the chart's rules load
 and evaluate without errors, and an alert reacts to real traffic.
 
-Pulse and Prometheus (Debian's `prometheus` package) run on loopback ports. The scrape config is what
-the chart's ServiceMonitor produces (job = Service name, port `http`, path /metrics, the namespace/pod/
-service labels Kubernetes discovery adds) at a 1 s interval. Container metrics exist only where a kubelet
-runs cAdvisor, so a fixture exporter serves cAdvisor-shaped series for the Runtime dashboard's container
-panels; everything else comes from Pulse itself. Both processes are stopped by PID, even on failure.
+Pulse, Prometheus (Debian's `prometheus` package) and node-exporter (Debian's
+`prometheus-node-exporter`) run on loopback ports. The scrape config is what the chart's ServiceMonitor
+produces (job = Service name, port `http`, path /metrics, the namespace/pod/service labels Kubernetes
+discovery adds) at a 1 s interval, and node-exporter's job is what kube-prometheus-stack's ServiceMonitor
+makes of it. Container metrics exist only where a kubelet runs cAdvisor, so a fixture exporter serves
+cAdvisor-shaped series for the Runtime dashboard's container panels, and Prometheus filters them through
+the metric relabelings the stack chart gives the kubelet's cAdvisor ServiceMonitor (read from its values,
+as the Prometheus Operator turns them into `metric_relabel_configs`). Every process is stopped by PID,
+even on failure.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -21,6 +26,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pulsechart as pc
 import pytest
 import yaml
 from conftest import Pulse, PulseProcess, free_port, seed
@@ -38,8 +44,16 @@ class CadvisorFixture(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (http.server API)
         t = time.monotonic() - self.started
-        labels = f'namespace="{NAMESPACE}",pod="{POD}",container="pulse"'
+        cgroup = f"/kubepods.slice/kubepods-burstable.slice/{POD}/pulse"
+        labels = f'namespace="{NAMESPACE}",pod="{POD}",container="pulse",id="{cgroup}"'
         body = "\n".join([
+            # Series the stack's cAdvisor relabelings drop: they must not reach Prometheus.
+            "# TYPE container_spec_cpu_shares gauge",
+            f"container_spec_cpu_shares{{{labels}}} 51",
+            "# TYPE container_memory_swap gauge",
+            f"container_memory_swap{{{labels}}} 0",
+            "# TYPE container_memory_rss gauge",
+            'container_memory_rss{id="/system.slice/containerd.service"} 50000000',
             "# TYPE container_cpu_usage_seconds_total counter",
             f"container_cpu_usage_seconds_total{{{labels}}} {0.05 * t:.3f}",
             "# TYPE container_memory_working_set_bytes gauge",
@@ -59,6 +73,19 @@ class CadvisorFixture(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def relabel_config(rule: dict) -> dict:
+    """A ServiceMonitor RelabelConfig (camelCase) as the Prometheus Operator writes it into the
+    scrape config (snake_case)."""
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    return {names.get(key, key): value for key, value in rule.items()}
+
+
+def kubelet_cadvisor_relabelings() -> list[dict]:
+    """The cAdvisor ServiceMonitor's metricRelabelings the kind lab installs (the stack's values)."""
+    kubelet = pc.effective_values("kind")["kube-prometheus-stack"]["kubelet"]["serviceMonitor"]
+    return [relabel_config(rule) for rule in kubelet["cAdvisorMetricRelabelings"]]
 
 
 def traffic(pulse: Pulse, stop: threading.Event, rng: random.Random):
@@ -131,7 +158,15 @@ def stack(tmp_path_factory):
     cadvisor = ThreadingHTTPServer(("127.0.0.1", 0), CadvisorFixture)
     threading.Thread(target=cadvisor.serve_forever, daemon=True).start()
 
-    pulse = PulseProcess()
+    node_exporter_binary = shutil.which("prometheus-node-exporter")
+    assert node_exporter_binary, "node-exporter missing: apt-get install prometheus-node-exporter (or run .ci/run)"
+    node_exporter_target = f"127.0.0.1:{free_port()}"
+    node_exporter = subprocess.Popen([node_exporter_binary, f"--web.listen-address={node_exporter_target}"],
+                                     stdout=subprocess.DEVNULL, stderr=(work / "node-exporter.log").open("w"))
+
+    # The chart gives Pulse its node's name through the downward API (NODE_NAME = spec.nodeName, which
+    # is the node's hostname, as node-exporter's node_uname_info reports it).
+    pulse = PulseProcess(env={"NODE_NAME": os.uname().nodename, "POD_NAME": POD, "POD_NAMESPACE": NAMESPACE})
     pulse_target = pulse.base.removeprefix("http://")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -148,6 +183,15 @@ def stack(tmp_path_factory):
                 "job_name": "kubelet",
                 "honor_labels": True,
                 "static_configs": [{"targets": [f"127.0.0.1:{cadvisor.server_port}"]}],
+                "metric_relabel_configs": kubelet_cadvisor_relabelings(),
+            },
+            {   # What kube-prometheus-stack's node-exporter ServiceMonitor makes of its DaemonSet's pod:
+                # job from the Service's jobLabel, the node's address as instance.
+                "job_name": "node-exporter",
+                "static_configs": [{"targets": [node_exporter_target], "labels": {
+                    "namespace": NAMESPACE, "pod": "pulse-kps-prometheus-node-exporter-x7k2p",
+                    "service": "pulse-kps-prometheus-node-exporter", "endpoint": "http-metrics",
+                    "container": "node-exporter"}}],
             },
         ],
     }
@@ -169,12 +213,13 @@ def stack(tmp_path_factory):
     finally:
         stop.set()
         pulse.stop()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for process in (proc, node_exporter):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         cadvisor.shutdown()
 
 
@@ -250,3 +295,14 @@ def test_pulse_is_up_and_its_restart_was_seen(stack):
     restarts = poll(lambda: prometheus.query('changes(process_start_time_seconds{job="pulse"}[5m]) > 0')
                     ["data"]["result"], 15)
     assert restarts, "the restart annotation's query must see the restart"
+
+
+def test_the_cadvisor_series_pass_the_stacks_relabelings_as_the_dashboard_needs(stack):
+    """The stack keeps container_spec_memory_limit_bytes (the memory-vs-limit panel) while the rest of
+    kube-prometheus-stack's cAdvisor drops still apply."""
+    prometheus, _ = stack
+    kept = poll(lambda: prometheus.query('container_spec_memory_limit_bytes{job="kubelet"}')["data"]["result"], 30)
+    assert kept and kept[0]["metric"]["pod"] == POD
+    for dropped in ["container_spec_cpu_shares", "container_memory_swap", 'container_memory_rss{pod=""}']:
+        assert prometheus.query(dropped)["data"]["result"] == [], f"{dropped} should be dropped"
+    assert poll(lambda: prometheus.query('up{job="node-exporter"} == 1')["data"]["result"], 15)
