@@ -27,7 +27,9 @@ helm upgrade --install "$RELEASE" "$stack" \
   --namespace "$NAMESPACE" --create-namespace \
   -f "$stack/ci/kind-values.yaml" \
   --set-string pulse.image.repository="${IMAGE%:*}",pulse.image.tag="${IMAGE##*:}" \
+  --set-string pulse-backend.image.repository="${IMAGE%:*}",pulse-backend.image.tag="${IMAGE##*:}" \
   --set-string "pulse.podAnnotations.pulse\.dev/image-id=${image_id#sha256:}" \
+  --set-string "pulse-backend.podAnnotations.pulse\.dev/image-id=${image_id#sha256:}" \
   --wait --timeout 10m
 service=$(pulse_service)
 

@@ -93,7 +93,9 @@ def assembled(chart: Path = CHART) -> Path:
             repository = dependency.get("repository", "")
             if repository.startswith("file://"):
                 source = (chart / repository.removeprefix("file://")).resolve()
-                shutil.copytree(source, copy / "charts" / dependency["name"], ignore=ignore)
+                target = copy / "charts" / dependency["name"]
+                if not target.exists():  # one copy serves every alias of a chart
+                    shutil.copytree(source, target, ignore=ignore)
         _ASSEMBLED[chart] = copy
     return _ASSEMBLED[chart]
 

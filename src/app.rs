@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 
 use crate::BuildInfo;
+use crate::backend::Backend;
 use crate::cluster::{self, EventPublisher, KubeConfig};
 use crate::config::{PodIdentity, ServeArgs};
 use crate::readiness::Readiness;
@@ -70,6 +71,7 @@ impl App {
             metrics,
             readiness: Arc::new(Readiness::default()),
             info: Arc::new(ServiceInfo::new(service_name, build, &pod, started)),
+            backend: Arc::new(Backend::new(args)),
         };
         let http = HttpConfig::from(args);
         Ok(Self {

@@ -64,6 +64,18 @@ pub enum ApiError {
     /// `--max-concurrency` requests are already being served (503).
     #[error("the server is at its concurrency limit; retry shortly")]
     Overloaded,
+    /// `GET /api/backend`: the backend could not be reached, or answered with an
+    /// error or something that is not Pulse's JSON (502).
+    #[error("the backend failed: {0}")]
+    BadGateway(Cow<'static, str>),
+    /// `GET /api/backend`: the backend did not answer within `--backend-timeout` (504).
+    #[error("the backend did not answer within {0:?} (--backend-timeout)")]
+    GatewayTimeout(std::time::Duration),
+    /// `GET /api/backend`: the chain of backend calls is `--backend-max-hops` deep (508).
+    #[error(
+        "the chain of backend calls reached its limit of {0} hops (--backend-max-hops): does a backend URL point back at a caller?"
+    )]
+    LoopDetected(u32),
     /// A bug or a broken dependency (500). The detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -109,6 +121,9 @@ impl ApiError {
             }
             Self::Timeout(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::LoopDetected(_) => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -125,6 +140,9 @@ impl ApiError {
             Self::Timeout(_) => ErrorKind::Timeout,
             Self::Overloaded => ErrorKind::Overloaded,
             Self::StoreFull => ErrorKind::StoreFull,
+            Self::BadGateway(_) => ErrorKind::Backend,
+            Self::GatewayTimeout(_) => ErrorKind::BackendTimeout,
+            Self::LoopDetected(_) => ErrorKind::HopLimit,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -166,7 +184,11 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("close"),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Worth retrying shortly: an overload, a timeout, a backend that failed.
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

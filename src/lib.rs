@@ -3,11 +3,12 @@
 //! Modules depend on each other one way, from the bottom up:
 //! [`config`] (flags, defaults, rules) ← [`telemetry`] (metrics, traces, logs) and
 //! [`store`] ← [`settings`] (what changes at run time) ← [`cluster`] (the runtime
-//! ConfigMap, pod Events) and [`state`] ← [`middleware`] and [`routes`] ← [`app`]
+//! ConfigMap, pod Events), [`backend`] (the downstream Pulse) and [`state`] ← [`middleware`] and [`routes`] ← [`app`]
 //! (the one place the state and routers are assembled) ← [`server`] (serving and
 //! draining) ← [`cli`] and the binary.
 
 pub mod app;
+pub mod backend;
 pub mod cli;
 pub mod cluster;
 pub mod config;

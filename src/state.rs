@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::BuildInfo;
+use crate::backend::Backend;
 use crate::config::PodIdentity;
 use crate::readiness::Readiness;
 use crate::settings::LiveSettings;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub info: Arc<ServiceInfo>,
     /// Log filter, faults and forced unreadiness, changeable at run time.
     pub settings: Arc<LiveSettings>,
+    /// The downstream Pulse of `GET /api/backend`, if any.
+    pub backend: Arc<Backend>,
 }
 
 impl AppState {

@@ -558,6 +558,7 @@ async fn openapi_lists_every_contract_route() {
         ("delete", "/api/users/{id}"),
         ("get", "/api/slow"),
         ("get", "/api/error"),
+        ("get", "/api/backend"),
         ("get", "/delay/{seconds}"),
         ("get", "/admin/runtime"),
         ("put", "/admin/runtime"),

@@ -169,3 +169,96 @@ fn the_standard_sampler_variables_decide_what_is_exported() {
     let (spans, _, _) = exported_with(&requests, &[], None);
     assert_eq!(spans.len(), 2);
 }
+
+/// A collector that fails the way collectors fail: not listening, accepting and
+/// never answering, or answering 503 to every export.
+enum BrokenCollector {
+    Down,
+    Silent,
+    Unavailable,
+}
+
+impl BrokenCollector {
+    /// Its endpoint; the listener (if any) lives as long as the returned guard.
+    fn start(&self) -> (String, Option<std::net::TcpListener>) {
+        use std::io::{Read as _, Write as _};
+        match self {
+            Self::Down => (format!("http://127.0.0.1:{}", common::free_port()), None),
+            Self::Silent => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let endpoint = format!("http://{}", listener.local_addr().unwrap());
+                let held = listener.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    // Accept and hold every connection, reading nothing back.
+                    let mut open = Vec::new();
+                    for stream in held.incoming().flatten() {
+                        open.push(stream);
+                    }
+                });
+                (endpoint, Some(listener))
+            }
+            Self::Unavailable => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let endpoint = format!("http://{}", listener.local_addr().unwrap());
+                let served = listener.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    for mut stream in served.incoming().flatten() {
+                        std::thread::spawn(move || {
+                            let mut buffer = [0u8; 65536];
+                            while let Ok(n) = stream.read(&mut buffer) {
+                                if n == 0 {
+                                    return;
+                                }
+                                let reply =
+                                    "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                                if stream.write_all(reply.as_bytes()).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                });
+                (endpoint, Some(listener))
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failing_collector_never_slows_requests_or_the_exit() {
+    for collector in [
+        BrokenCollector::Down,
+        BrokenCollector::Silent,
+        BrokenCollector::Unavailable,
+    ] {
+        let (endpoint, _listener) = collector.start();
+        let mut pulse = Pulse::start_with_env(
+            &["--shutdown-delay", "0s", "--shutdown-timeout", "2s"],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                // Export often, so the requests below overlap many failing exports.
+                ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ],
+        );
+        let http = client();
+        let mut slowest = Duration::ZERO;
+        for _ in 0..300 {
+            let started = std::time::Instant::now();
+            let reply = http.get(pulse.url("/api/users")).send().unwrap();
+            assert_eq!(reply.status(), 200, "{endpoint}");
+            slowest = slowest.max(started.elapsed());
+        }
+        // A request that waited on an export would take the exporter's timeout (10 s).
+        assert!(
+            slowest < Duration::from_secs(1),
+            "{endpoint}: slowest request {slowest:?}"
+        );
+        let stopping = std::time::Instant::now();
+        pulse.terminate();
+        assert!(
+            stopping.elapsed() < Duration::from_secs(15),
+            "{endpoint}: exit took {:?}",
+            stopping.elapsed()
+        );
+    }
+}

@@ -41,6 +41,10 @@ pub mod defaults {
     pub const FAULT_DELAY_MAX: &str = "0s";
     /// `--runtime-configmap`.
     pub const RUNTIME_CONFIGMAP: &str = "pulse-runtime";
+    /// `--backend-timeout`: well under `--request-timeout`, so a slow backend is a 504, not a 503.
+    pub const BACKEND_TIMEOUT: &str = "5s";
+    /// `--backend-max-hops`.
+    pub const BACKEND_MAX_HOPS: u32 = 5;
 }
 
 /// Log line format.
@@ -158,6 +162,20 @@ pub struct ServeArgs {
     /// Name of the ConfigMap holding runtime settings (in the pod's namespace).
     #[arg(long, env = "PULSE_RUNTIME_CONFIGMAP", default_value = defaults::RUNTIME_CONFIGMAP)]
     pub runtime_configmap: String,
+
+    /// Base URL of the downstream Pulse `GET /api/backend` calls (`http://host[:port]`);
+    /// unset, that route answers itself, as the end of a chain.
+    #[arg(long, env = "PULSE_BACKEND_URL", value_parser = rules::backend_url)]
+    pub backend_url: Option<String>,
+
+    /// Longest a call to the backend may take, answer included; longer gets 504.
+    #[arg(long, env = "PULSE_BACKEND_TIMEOUT", default_value = defaults::BACKEND_TIMEOUT, value_parser = rules::positive_duration)]
+    pub backend_timeout: Duration,
+
+    /// Longest chain of `GET /api/backend` calls (1..=32): deeper gets 508, so a
+    /// backend URL pointing back at a caller cannot recurse forever.
+    #[arg(long, env = "PULSE_BACKEND_MAX_HOPS", default_value_t = defaults::BACKEND_MAX_HOPS, value_parser = rules::hops)]
+    pub backend_max_hops: u32,
 }
 
 impl Default for ServeArgs {
@@ -188,6 +206,9 @@ impl Default for ServeArgs {
             kube: KubeMode::Auto,
             disable_http_telemetry: false,
             runtime_configmap: defaults::RUNTIME_CONFIGMAP.to_owned(),
+            backend_url: None,
+            backend_timeout: duration(defaults::BACKEND_TIMEOUT),
+            backend_max_hops: defaults::BACKEND_MAX_HOPS,
         }
     }
 }

@@ -85,6 +85,33 @@ pub fn concurrency(value: &str) -> Result<usize, String> {
     count(value, MAX_CONCURRENCY)
 }
 
+/// Most `--backend-max-hops` accepted: far deeper than any real chain.
+pub const MAX_HOPS: u32 = 32;
+
+/// A hop limit from 1 to [`MAX_HOPS`].
+pub fn hops(value: &str) -> Result<u32, String> {
+    count(value, MAX_HOPS as usize).map(|n| n as u32)
+}
+
+/// A backend base URL: `http://host[:port][/path]`, kept without a trailing `/`.
+/// Plain HTTP only: Pulse's client has no TLS (the backend is a Service in the
+/// same cluster, or a local process).
+pub fn backend_url(value: &str) -> Result<String, String> {
+    let given = value.trim();
+    let uri: axum::http::Uri = given
+        .parse()
+        .map_err(|_| format!("not a URL: {given:?} (e.g. http://pulse-backend:8080)"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(host)) if !host.is_empty() && uri.query().is_none() => {
+            Ok(given.trim_end_matches('/').to_owned())
+        }
+        (Some("https"), _) => {
+            Err("https is not supported (Pulse's backend client speaks plain HTTP)".into())
+        }
+        _ => Err(format!("must be http://host[:port][/path], got {given:?}")),
+    }
+}
+
 /// An integer from 1 to `max`.
 fn count(value: &str, max: usize) -> Result<usize, String> {
     match value.trim().parse::<usize>() {

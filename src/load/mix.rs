@@ -8,7 +8,8 @@ use rand::Rng;
 /// A request mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mix {
-    /// Realistic traffic: users and data CRUD, items, legacy gauges, about 5% 4xx, and a rare
+    /// Realistic traffic: users and data CRUD, items, legacy gauges, calls across services
+    /// (`/api/backend`, 5%), about 5% 4xx, and a rare
     /// `/api/error` (0.05%) and `/api/slow` (0.2%) - visible on the dashboards, yet well inside
     /// the default SLOs, so a lab running it all day does not page.
     Default,
@@ -48,8 +49,9 @@ impl Planned {
 }
 
 /// Weighted choices of the default mix, in ten-thousandths.
-const DEFAULT_WEIGHTS: [(u32, Kind); 18] = [
+const DEFAULT_WEIGHTS: [(u32, Kind); 19] = [
     (2400, Kind::ListUsers),
+    (500, Kind::Backend),
     (800, Kind::CreateUser),
     (1000, Kind::GetUser),
     (400, Kind::UpdateUser),
@@ -58,7 +60,7 @@ const DEFAULT_WEIGHTS: [(u32, Kind); 18] = [
     (500, Kind::ListItems),
     (800, Kind::GetItem),
     (100, Kind::DeleteItem),
-    (1100, Kind::Item),
+    (600, Kind::Item),
     (300, Kind::Update),
     (300, Kind::Cpu),
     (500, Kind::Version),
@@ -84,6 +86,7 @@ enum Kind {
     Update,
     Cpu,
     Version,
+    Backend,
     BadId,
     NegativeUsers,
     Unknown,
@@ -186,6 +189,7 @@ fn build(kind: Kind, recent_id: u64, rng: &mut impl Rng) -> Planned {
         Kind::Update => Planned::get(format!("/update?users={}", rng.random_range(0..500))),
         Kind::Cpu => Planned::get(format!("/cpu?value={:.1}", rng.random_range(0.0..100.0))),
         Kind::Version => Planned::get("/version"),
+        Kind::Backend => Planned::get("/api/backend"),
         Kind::BadId => Planned::get("/api/users/not-a-number"),
         Kind::NegativeUsers => Planned::get("/update?users=-1"),
         Kind::Unknown => Planned::get(format!("/no/such/page/{id}")),
@@ -216,6 +220,11 @@ mod tests {
             share("/api/slow")
         );
         assert!(share("/api/users") > 20.0);
+        assert!(
+            (3.0..7.0).contains(&share("/api/backend")),
+            "{}%",
+            share("/api/backend")
+        );
         assert!(picks.iter().any(|p| p.json.is_some()));
     }
 

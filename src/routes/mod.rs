@@ -5,6 +5,7 @@
 //! exist without being documented.
 
 pub mod admin;
+pub mod backend;
 pub mod data;
 pub mod demo;
 pub mod health;
@@ -83,6 +84,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(demo::status_get, demo::status_post))
         .routes(routes!(demo::item))
         .routes(routes!(demo::echo))
+        .routes(routes!(backend::call))
         .routes(routes!(legacy::update))
         .routes(routes!(legacy::cpu))
         .routes(routes!(data::put, data::list))

@@ -110,6 +110,12 @@ pub enum ErrorKind {
     StoreFull,
     /// A bug (500).
     Internal,
+    /// The backend failed or answered an error (502).
+    Backend,
+    /// The backend did not answer within `--backend-timeout` (504).
+    BackendTimeout,
+    /// The chain of backend calls is `--backend-max-hops` deep (508).
+    HopLimit,
     /// A request head not complete within `--header-read-timeout` (connection closed).
     HeaderTimeout,
     /// A request hyper could not parse (it answers 400, 414 or 431 itself).
@@ -133,6 +139,9 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::StoreFull => "store_full",
             Self::Internal => "internal",
+            Self::Backend => "backend",
+            Self::BackendTimeout => "backend_timeout",
+            Self::HopLimit => "hop_limit",
             Self::HeaderTimeout => "header_timeout",
             Self::MalformedRequest => "malformed_request",
             Self::WriteTimeout => "write_timeout",

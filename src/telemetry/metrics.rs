@@ -41,6 +41,28 @@ pub const SIZE_BUCKETS: [f64; 9] = [
     10_485_760.0,
 ];
 
+/// An HTTP client call, as `http_client_request_duration_seconds` labels it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCall<'a> {
+    /// `http.request.method`.
+    pub method: &'static str,
+    /// `server.address`: the backend's host.
+    pub server_address: &'a str,
+    /// `server.port`.
+    pub server_port: u16,
+    /// How it ended.
+    pub outcome: ClientOutcome,
+}
+
+/// How a client call ended: the status it got, or why it got none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOutcome {
+    /// `http.response.status_code`.
+    Answered(u16),
+    /// `error.type`: `timeout`, `connect`, or another short name of the failure.
+    Failed(&'static str),
+}
+
 /// Every instrument Pulse records, and the registry they are exported through.
 ///
 /// Recording goes through methods named for what happened (`api_error`,
@@ -76,6 +98,9 @@ pub struct Metrics {
     kube_errors: Counter<u64>,
     /// `pulse_runtime_settings{setting}`: the numeric runtime settings in force.
     runtime_settings: Gauge<f64>,
+    /// `http_client_request_duration_seconds{http_request_method, server_address,
+    /// server_port, http_response_status_code | error_type}`: calls to the backend.
+    client_duration: Histogram<f64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +164,15 @@ impl Metrics {
             http_in_progress: meter
                 .i64_up_down_counter("http_requests_in_progress")
                 .with_description("HTTP requests currently being served")
+                .build(),
+            // OpenTelemetry's `http.client.request.duration`, as the exporter names it.
+            client_duration: meter
+                .f64_histogram("http_client_request_duration")
+                .with_unit("s")
+                .with_description(
+                    "Duration of HTTP client requests (calls to the backend) in seconds",
+                )
+                .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
             http_request_size: meter
                 .u64_histogram("http_request_size")
@@ -249,6 +283,27 @@ impl Metrics {
     pub fn api_error(&self, kind: ErrorKind) {
         self.api_errors
             .add(1, &[KeyValue::new("error_type", kind.as_str())]);
+    }
+
+    /// One call to the backend: `http_client_request_duration_seconds`.
+    pub fn client_request(&self, call: &ClientCall<'_>, seconds: f64) {
+        let mut attributes = Vec::with_capacity(4);
+        attributes.push(KeyValue::new("http.request.method", call.method));
+        attributes.push(KeyValue::new(
+            "server.address",
+            call.server_address.to_owned(),
+        ));
+        attributes.push(KeyValue::new("server.port", i64::from(call.server_port)));
+        match call.outcome {
+            ClientOutcome::Answered(status) => {
+                attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+            }
+            ClientOutcome::Failed(error) => attributes.push(KeyValue::new("error.type", error)),
+        }
+        self.client_duration.record(seconds, &attributes);
     }
 
     /// `/update`: `app_active_users`.

@@ -286,7 +286,11 @@ impl Pulse {
 
     /// Like [`Pulse::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), args, env)
+    }
+
+    /// Like [`Pulse::start_with_env`], on a given port (known before it starts).
+    pub fn start_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pulse"))
             .args(["--addr", &addr])

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tomllib
+import urllib.parse
 from pathlib import Path
 
 import helm_python
@@ -54,7 +55,7 @@ def rendered(request):
 def test_every_value_set_renders_pulse(rendered):
     name, _, objects = rendered
     pulse_deployment(objects)
-    one(objects, "Service")
+    pulse_service(objects)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -135,10 +136,26 @@ def test_the_crd_check_rejects_unknown_fields():
 
 # --- 3. wiring ----------------------------------------------------------------------------------
 
-def pulse_deployment(objects):
-    """The Pulse Deployment (the load generator, when enabled, is a second one)."""
-    (deployment,) = [d for d in kinds(objects, "Deployment") if not d["metadata"]["name"].endswith("-loadgen")]
+def instances(objects) -> dict[str, list[dict]]:
+    """The objects of each Pulse the render holds, by `app.kubernetes.io/name` (`pulse`, and
+    `pulse-backend` where the stack deploys a second one); the load generator's are not among them."""
+    found: dict[str, list[dict]] = {}
+    for obj in objects:
+        labels = obj["metadata"].get("labels", {})
+        if labels.get("app.kubernetes.io/component") == "server":
+            found.setdefault(labels["app.kubernetes.io/name"], []).append(obj)
+    return found
+
+
+def pulse_deployment(objects, name="pulse"):
+    """The Deployment of the Pulse `name` (the load generator, when enabled, is another one)."""
+    (deployment,) = kinds(instances(objects)[name], "Deployment")
     return deployment
+
+
+def pulse_service(objects, name="pulse"):
+    (service,) = kinds(instances(objects)[name], "Service")
+    return service
 
 
 def container(deployment):
@@ -151,18 +168,22 @@ def test_servicemonitor_selects_the_service_and_names_its_port(rendered):
     if not monitors:
         assert name == "all-off"
         return
-    service = one(objects, "Service")
-    selector = monitors[0]["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= service["metadata"]["labels"].items()
-    port_names = {p["name"] for p in service["spec"]["ports"]}
-    for endpoint in monitors[0]["spec"]["endpoints"]:
-        assert endpoint["port"] in port_names
-        assert endpoint["path"] == "/metrics"
+    for name, owned in instances(objects).items():
+        service = pulse_service(objects, name)
+        (monitor,) = kinds(owned, "ServiceMonitor")
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= service["metadata"]["labels"].items()
+        others = [s for s in kinds(objects, "Service") if s is not service]
+        assert not any(selector.items() <= s["metadata"]["labels"].items() for s in others), name
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names
+            assert endpoint["path"] == "/metrics"
 
 
 def test_service_selects_pulse_pods_and_only_them(rendered):
     _, _, objects = rendered
-    service = one(objects, "Service")
+    service = pulse_service(objects)
     selector = service["spec"]["selector"].items()
     pod_labels = pulse_deployment(objects)["spec"]["template"]["metadata"]["labels"]
     assert selector <= pod_labels.items()
@@ -493,10 +514,13 @@ def test_the_application_chart_declares_no_dependency_and_installs_as_it_is():
 
 def test_the_stack_depends_on_this_repositorys_pulse_chart_and_the_monitoring_stack():
     stack, app = chart_yaml(pc.STACK), chart_yaml(pc.CHART)
-    dependencies = {d["name"]: d for d in stack["dependencies"]}
-    assert dependencies["pulse"]["repository"] == "file://../pulse"
-    assert dependencies["pulse"]["version"] == app["version"]
+    dependencies = {d.get("alias", d["name"]): d for d in stack["dependencies"]}
+    for pulse in ("pulse", "pulse-backend"):
+        assert dependencies[pulse]["name"] == "pulse"
+        assert dependencies[pulse]["repository"] == "file://../pulse"
+        assert dependencies[pulse]["version"] == app["version"]
     assert "condition" not in dependencies["pulse"], "the stack always installs Pulse"
+    assert dependencies["pulse-backend"]["condition"] == "pulse-backend.enabled"
     kps = dependencies["kube-prometheus-stack"]
     assert kps["repository"] == "https://prometheus-community.github.io/helm-charts"
     assert re.fullmatch(r"\d+\.\d+\.\d+", kps["version"]), "pinned"
@@ -514,6 +538,23 @@ def test_the_stacks_pulse_values_reach_the_pulse_chart_and_its_schema():
         pc.render({"pulse": {"replicas": 3}}, chart=pc.STACK)
     with pytest.raises(helm_python.HelmValuesError):
         pc.render({"pulse-stack": {}}, chart=pc.STACK)
+
+
+@pytest.mark.parametrize("release", ["pulse", "demo"])
+def test_the_lab_pulse_calls_the_lab_backend_by_its_service_name(release):
+    """The kind lab's Pulse reaches the second Pulse through its Service: a renamed Service, port or
+    value breaks this, not the lab."""
+    objects = pc.objects_of(pc.render_set("kind", name=release))
+    env = {e["name"]: e.get("value") for e in container(pulse_deployment(objects))["env"]}
+    url = urllib.parse.urlsplit(env["PULSE_BACKEND_URL"])
+    backend = pulse_service(objects, "pulse-backend")
+    assert url.scheme == "http" and url.hostname == backend["metadata"]["name"]
+    assert url.port == backend["spec"]["ports"][0]["port"]
+    assert pulse_deployment(objects, "pulse-backend")["spec"]["replicas"] == 1
+    backend_env = {e["name"] for e in container(pulse_deployment(objects, "pulse-backend"))["env"]}
+    assert "PULSE_BACKEND_URL" not in backend_env, "the backend is the end of the chain"
+    assert not [o for o in instances(objects)["pulse-backend"] if o["kind"] == "ConfigMap"
+                and "grafana_dashboard" in o["metadata"]["labels"]], "one set of dashboards"
 
 
 def tiny_chart_archive(directory: Path, name: str, version: str) -> Path:
@@ -536,14 +577,14 @@ def test_renders_take_this_repositorys_templates_whatever_dependency_build_left(
     repo = tmp_path / "charts"
     shutil.copytree(pc.STACK, repo / "pulse-stack")
     shutil.copytree(pc.CHART, repo / "pulse")
-    version = chart_yaml(pc.STACK)["dependencies"][1]["version"]
+    version = {d["name"]: d["version"] for d in chart_yaml(pc.STACK)["dependencies"]}["kube-prometheus-stack"]
     built = repo / "pulse-stack" / "charts"
     built.mkdir()
     shutil.copy(tiny_chart_archive(tmp_path, "kube-prometheus-stack", version), built)
     (repo / "pulse-stack" / "Chart.lock").write_text("dependencies: []\n")
     rendered = pc.render(pc.load_values("kind"), chart=repo / "pulse-stack")
     assert not [path for path in rendered if "kube-prometheus-stack" in path]
-    one(pc.objects_of(rendered), "Service")
+    assert {s["metadata"]["name"] for s in kinds(pc.objects_of(rendered), "Service")} == {"pulse", "pulse-pulse-backend"}
     for path in ["charts/pulse-stack/charts/kube-prometheus-stack-88.5.3.tgz", "charts/pulse-stack/Chart.lock",
                  "charts/pulse-stack/charts/pulse-0.1.0.tgz", "charts/pulse/charts/x.tgz"]:
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)

@@ -42,6 +42,8 @@ CONFIG = {
     "writeTimeoutSeconds": ("PULSE_WRITE_TIMEOUT", lambda v: f"{v}s"),
     "faultErrorRate": ("PULSE_FAULT_ERROR_RATE", str),
     "faultDelayMaxMs": ("PULSE_FAULT_DELAY_MAX", lambda v: f"{v}ms"),
+    "backendTimeoutSeconds": ("PULSE_BACKEND_TIMEOUT", lambda v: f"{v}s"),
+    "backendMaxHops": ("PULSE_BACKEND_MAX_HOPS", str),
 }
 # Variables whose chart default differs from the binary's on purpose.
 ON_PURPOSE = {
