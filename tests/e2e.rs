@@ -348,3 +348,33 @@ async fn a_rolling_restart_under_steady_load_fails_no_request() {
         "{failed} of {sent} requests failed during the rollout"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
+async fn the_lab_pulse_calls_its_backend_pulse_in_another_pod() {
+    let lab = lab().await;
+    let pulse = lab.pod(&lab.server_selector()).await;
+    let backend = lab
+        .pod(&format!(
+            "app.kubernetes.io/name=pulse-backend,app.kubernetes.io/instance={}",
+            lab.release
+        ))
+        .await;
+    let (status, answer) = lab.forward_get(&pulse, 8080, "/api/backend", None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["pod"], pulse.as_str());
+    assert_eq!(answer["hop"], 0);
+    let downstream = &answer["backend"];
+    assert_eq!(downstream["hop"], 1, "{answer}");
+    assert!(
+        downstream["pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(backend.rsplitn(3, '-').last().unwrap_or(""))),
+        "the backend's answer comes from a pulse-backend pod: {answer}"
+    );
+    assert_eq!(
+        downstream["backend"],
+        Value::Null,
+        "the backend ends the chain"
+    );
+}
