@@ -29,6 +29,10 @@ pub const HOP_HEADER: HeaderName = HeaderName::from_static("x-pulse-hop");
 /// Pulses can be any length.
 pub const PATH: &str = "/api/backend";
 
+/// Largest backend answer read: a chain's answers are small JSON, and a backend
+/// that sends more must not grow this process's memory.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// Why a backend call gave no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -49,8 +53,8 @@ pub enum BackendError {
     /// The backend answered with an error status.
     #[error("the backend answered {0}")]
     Status(u16),
-    /// The answer was not JSON.
-    #[error("the backend's answer is not JSON: {0}")]
+    /// The answer was not JSON, or larger than [`MAX_ANSWER_BYTES`].
+    #[error("the backend's answer is unusable: {0}")]
     Body(String),
 }
 
@@ -62,7 +66,9 @@ pub struct Backend {
     pub timeout: Duration,
     /// Longest chain of calls: a request arriving with this many hops gets 508.
     pub max_hops: u32,
-    client: reqwest::Client,
+    /// The HTTP client, or why it could not be built (then every call fails as
+    /// unreachable, with that reason, instead of the process failing to start).
+    client: Result<reqwest::Client, String>,
 }
 
 /// The configured backend's URL and the parts its telemetry names.
@@ -91,7 +97,9 @@ impl Backend {
             max_hops: args.backend_max_hops,
             // Connections are kept and reused: a chain under load would otherwise
             // open one per request.
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .build()
+                .map_err(|e| error_chain(&e)),
         }
     }
 
@@ -185,8 +193,14 @@ impl Backend {
                 }
             }
         };
-        let response = self
+        let client = self
             .client
+            .as_ref()
+            .map_err(|reason| BackendError::Unreachable {
+                url: target.url.clone(),
+                reason: format!("the HTTP client could not start: {reason}"),
+            })?;
+        let mut response = client
             .get(&target.url)
             .headers(headers)
             .timeout(self.timeout)
@@ -198,7 +212,15 @@ impl Backend {
             508 => return Err(BackendError::HopLimit),
             status => return Err(BackendError::Status(status)),
         }
-        let body = response.bytes().await.map_err(failed)?;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(BackendError::Body(format!(
+                    "larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         serde_json::from_slice(&body).map_err(|e| BackendError::Body(e.to_string()))
     }
 }

@@ -223,14 +223,25 @@ fn a_backend_url_pointing_back_at_the_caller_ends_in_508_not_recursion() {
         3.0
     );
 
-    let reply = client()
-        .get(pulse.url("/api/backend"))
-        .header("x-pulse-hop", "many")
+    // The hop header's range, as the OpenAPI document states it.
+    let doc: Json = client()
+        .get(pulse.url("/openapi.json"))
         .send()
+        .unwrap()
+        .json()
         .unwrap();
-    assert_eq!(reply.status(), 400);
-    let body: Json = reply.json().unwrap();
-    assert_eq!(body["field"], "x-pulse-hop");
+    let hop = &doc["paths"]["/api/backend"]["get"]["parameters"][0]["schema"];
+    assert_eq!(hop["maximum"], pulse::config::rules::MAX_HOPS);
+    for bad in ["many", "-1", "33"] {
+        let reply = client()
+            .get(pulse.url("/api/backend"))
+            .header("x-pulse-hop", bad)
+            .send()
+            .unwrap();
+        assert_eq!(reply.status(), 400, "x-pulse-hop: {bad}");
+        let body: Json = reply.json().unwrap();
+        assert_eq!(body["field"], "x-pulse-hop");
+    }
 }
 
 #[test]
@@ -273,5 +284,45 @@ fn backend_urls_that_are_not_plain_http_are_refused_at_start() {
             stderr.contains("--backend-url") && stderr.contains(says),
             "{url}: {stderr}"
         );
+    }
+}
+
+/// A backend that answers every request 200 with `body`.
+fn answering(body: Vec<u8>) -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let stream = reader.get_mut();
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_backend_answer_that_is_not_json_or_too_large_is_a_502() {
+    for (body, says) in [
+        (b"<html>not pulse</html>".to_vec(), "unusable"),
+        (vec![b' '; 2 * 1024 * 1024], "larger than"),
+    ] {
+        let caller = Pulse::start(&["--backend-url", &answering(body)]);
+        let (status, answer, _, _) = failed_call(&caller);
+        assert_eq!(status, 502);
+        assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
     }
 }

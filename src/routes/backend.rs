@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::backend::{BackendError, HOP_HEADER};
+use crate::config::rules::MAX_HOPS;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
@@ -33,11 +34,12 @@ pub struct BackendReply {
 /// Call the backend (`--backend-url`) and answer with its answer; without a
 /// backend, answer as the end of the chain.
 #[utoipa::path(get, path = "/api/backend", operation_id = "call_backend", tag = "demo",
-    params(("x-pulse-hop" = Option<u32>, Header,
+    // maximum: rules::MAX_HOPS (a literal here; tests/backend.rs compares them).
+    params(("x-pulse-hop" = Option<u32>, Header, nullable = false, minimum = 0, maximum = 32,
         description = "Pulses crossed so far; set by a calling Pulse, absent from a client")),
     responses(
         (status = 200, description = "This Pulse and, nested, the rest of the chain", body = BackendReply),
-        (status = 400, description = "`x-pulse-hop` is not a number", body = ErrorBody),
+        (status = 400, description = "`x-pulse-hop` is not an integer from 0 to 32", body = ErrorBody),
         (status = 502, description = "The backend is unreachable or answered an error (`Retry-After: 1`)", body = ErrorBody),
         (status = 504, description = "The backend did not answer within `--backend-timeout` (`Retry-After: 1`)", body = ErrorBody),
         (status = 508, description = "The chain is `--backend-max-hops` deep: a backend URL points back at a caller", body = ErrorBody)))]
@@ -51,8 +53,12 @@ pub async fn call(
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|hop| *hop <= MAX_HOPS)
             .ok_or_else(|| {
-                ApiError::invalid("x-pulse-hop", "x-pulse-hop must be a non-negative integer")
+                ApiError::invalid(
+                    "x-pulse-hop",
+                    format!("x-pulse-hop must be an integer from 0 to {MAX_HOPS}"),
+                )
             })?,
     };
     let backend = &state.backend;
