@@ -19,6 +19,8 @@ kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"
 # The lab installs the stack chart: Pulse's chart (from this checkout) plus kube-prometheus-stack.
 stack="$ROOT/charts/pulse-stack"
 helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update >/dev/null
+helm repo add grafana-community https://grafana-community.github.io/helm-charts --force-update >/dev/null
+helm repo add open-telemetry https://open-telemetry.github.io/opentelemetry-helm-charts --force-update >/dev/null
 helm dependency build "$stack"
 
 # The image id as a pod annotation: a rebuilt image rolls the pods even though the tag stays "dev".

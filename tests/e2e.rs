@@ -378,3 +378,85 @@ async fn the_lab_pulse_calls_its_backend_pulse_in_another_pod() {
         "the backend ends the chain"
     );
 }
+
+/// GET through a port-forward to `pod:port`: the status, the `traceparent` answered, the body.
+async fn forward_traced(
+    lab: &Lab,
+    pod: &str,
+    port: u16,
+    path: &str,
+) -> (StatusCode, String, Value) {
+    let mut forwarder = lab.api::<Pod>().portforward(pod, &[port]).await.unwrap();
+    let stream = forwarder.take_stream(port).unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path).header("host", "localhost");
+    let response = sender
+        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let traceparent = response
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        traceparent,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
+async fn a_requests_trace_and_its_logs_reach_tempo_and_loki_from_both_pods() {
+    let lab = lab().await;
+    let pulse = lab.pod(&lab.server_selector()).await;
+    let (status, traceparent, _) = forward_traced(&lab, &pulse, 8080, "/api/backend").await;
+    assert_eq!(status, StatusCode::OK);
+    let trace = traceparent.split('-').nth(1).unwrap_or_default().to_owned();
+    assert_eq!(trace.len(), 32, "traceparent {traceparent:?}");
+
+    // Tempo: the trace, with spans of both Pulses (their service.name is their Service's name).
+    let tempo = lab.pod("app.kubernetes.io/name=tempo").await;
+    let backend = format!("{}-pulse-backend", lab.release);
+    let found = eventually(Duration::from_secs(60), || async {
+        let (status, answer) = lab
+            .forward_get(&tempo, 3200, &format!("/api/traces/{trace}"), None)
+            .await;
+        let text = answer.to_string();
+        status == StatusCode::OK
+            && text.contains(&format!("\"{}\"", lab.name))
+            && text.contains(&backend)
+    })
+    .await;
+    assert!(
+        found,
+        "trace {trace} with spans of {} and {backend} not in Tempo within 60 s",
+        lab.name
+    );
+
+    // Loki: the request's log lines, found by its trace id.
+    let loki = lab.pod("app.kubernetes.io/name=loki").await;
+    let query = format!(
+        "/loki/api/v1/query_range?since=10m&limit=10&query=%7Bk8s_namespace_name%3D%22{}%22%7D%20%7C%3D%20%22{trace}%22",
+        lab.namespace
+    );
+    let logged = eventually(Duration::from_secs(60), || async {
+        let (status, answer) = lab.forward_get(&loki, 3100, &query, None).await;
+        status == StatusCode::OK
+            && answer["data"]["result"]
+                .as_array()
+                .is_some_and(|streams| !streams.is_empty())
+    })
+    .await;
+    assert!(
+        logged,
+        "no log line with trace_id {trace} in Loki within 60 s"
+    );
+}

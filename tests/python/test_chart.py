@@ -655,6 +655,28 @@ def test_the_stack_values_are_keys_the_upstream_charts_have(value_set):
     assert missing == [], "not values of the upstream charts (a typo, or renamed upstream)"
 
 
+# Keys a chart passes on as configuration of the program it runs (Loki's limits, the collector's
+# pipeline) or reads without listing it in its values (the collector's `service.enabled`, documented
+# in a comment there): their contents are not chart values.
+PASSED_ON = {
+    "tempo": [],
+    "loki": ["loki.limits_config"],
+    "opentelemetry-collector": ["config", "service.enabled"],
+}
+
+
+@pytest.mark.parametrize("chart", ["tempo", "loki", "opentelemetry-collector"])
+def test_the_trace_and_log_stack_values_are_keys_their_charts_have(chart):
+    values = copy.deepcopy(pc.effective_values("kind")[chart])
+    values.pop("enabled")  # the dependency's condition
+    version = {d["name"]: d["version"] for d in chart_yaml(pc.STACK)["dependencies"]}[chart]
+    theirs = upstream_values(chart)
+    assert chart_yaml(Path(UPSTREAM) / chart)["version"] == version, "fetch the pinned version"
+    missing = [k for k in unknown_keys(values, theirs)
+               if not any(k == p or k.startswith(p + ".") for p in PASSED_ON[chart])]
+    assert missing == []
+
+
 def test_the_cadvisor_relabelings_are_upstreams_but_keep_the_memory_limit():
     upstream = upstream_values("kube-prometheus-stack")["kubelet"]["serviceMonitor"]["cAdvisorMetricRelabelings"]
     ours = pc.effective_values("stack")["kube-prometheus-stack"]["kubelet"]["serviceMonitor"]["cAdvisorMetricRelabelings"]
@@ -664,6 +686,64 @@ def test_the_cadvisor_relabelings_are_upstreams_but_keep_the_memory_limit():
     assert theirs["regex"] == "container_spec.*" and {**theirs, "regex": mine["regex"]} == mine
     assert not re.fullmatch(mine["regex"], "container_spec_memory_limit_bytes")
     assert re.fullmatch(mine["regex"], "container_spec_cpu_shares")
+
+
+def host_port(url: str, default_port: int) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url if "://" in url else f"//{url}")
+    return parts.hostname, parts.port or default_port
+
+
+def test_the_lab_signals_are_wired_to_each_other_by_name():
+    """Pulse -> collector -> Tempo and Loki -> Grafana, and Grafana's links between its datasources:
+    every name one side uses is the name the other side has. The subcharts name their Services after
+    `fullnameOverride` (checked by rendering them, docs/testing.md)."""
+    values = pc.effective_values("kind")
+    tempo, loki, collector = (values[c] for c in ("tempo", "loki", "opentelemetry-collector"))
+    assert tempo["enabled"] and loki["enabled"] and collector["enabled"]
+    # Both Pulses export to the collector's OTLP/HTTP port.
+    for pulse in ("pulse", "pulse-backend"):
+        endpoint = values[pulse]["otel"]["exporterOtlpEndpoint"]
+        assert host_port(endpoint, 80) == (collector["fullnameOverride"], 4318), pulse
+    rendered = pc.objects_of(pc.render_set("kind"))
+    for name in ("pulse", "pulse-backend"):
+        env = {e["name"]: e.get("value") for e in container(pulse_deployment(rendered, name))["env"]}
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == values[name]["otel"]["exporterOtlpEndpoint"]
+    # The collector: spans to Tempo's OTLP gRPC port, logs to Loki's OTLP path, both pipelines on.
+    exporters = collector["config"]["exporters"]
+    assert host_port(exporters["otlp/tempo"]["endpoint"], 0) == (tempo["fullnameOverride"], 4317)
+    loki_otlp = urllib.parse.urlsplit(exporters["otlphttp/loki"]["endpoint"])
+    assert (loki_otlp.hostname, loki_otlp.port, loki_otlp.path) == (loki["fullnameOverride"], 3100, "/otlp")
+    pipelines = collector["config"]["service"]["pipelines"]
+    assert pipelines["traces"]["exporters"] == ["otlp/tempo"] and pipelines["traces"]["receivers"] == ["otlp"]
+    assert pipelines["logs"]["exporters"] == ["otlphttp/loki"] and pipelines["logs"]["receivers"] == ["filelog"]
+    assert collector["presets"]["logsCollection"]["enabled"] and collector["presets"]["kubernetesAttributes"]["enabled"]
+    parsers = {op["type"]: op for op in collector["config"]["receivers"]["filelog"]["operators"]}
+    assert parsers["trace_parser"]["trace_id"]["parse_from"] == "attributes.trace_id", "Pulse's field name"
+    # Grafana: the datasources point at the Services, and the links at the datasources' uids.
+    grafana = values["kube-prometheus-stack"]["grafana"]
+    sources = {d["type"]: d for d in grafana["additionalDataSources"]}
+    assert host_port(sources["tempo"]["url"], 80) == (tempo["fullnameOverride"], 3200)
+    assert host_port(sources["loki"]["url"], 80) == (loki["fullnameOverride"], 3100)
+    uids = {kind: d["uid"] for kind, d in sources.items()} | {"prometheus": "prometheus"}
+    tempo_links = sources["tempo"]["jsonData"]
+    assert tempo_links["tracesToLogsV2"]["datasourceUid"] == uids["loki"]
+    assert tempo_links["tracesToMetrics"]["datasourceUid"] == uids["prometheus"]
+    assert [t["value"] for t in tempo_links["tracesToMetrics"]["tags"]] == ["job"], "service.name is the job"
+    (derived,) = sources["loki"]["jsonData"]["derivedFields"]
+    assert derived["datasourceUid"] == uids["tempo"] and derived["matcherRegex"] == "trace_id"
+    exemplars = grafana["sidecar"]["datasources"]["exemplarTraceIdDestinations"]
+    assert exemplars == {"datasourceUid": uids["tempo"], "traceIdLabelName": "trace_id"}
+    # The dashboards' datasource variable defaults to the same Prometheus uid.
+    for dashboard in (ROOT / "dashboards").glob("*.json"):
+        (variable,) = [v for v in json.loads(dashboard.read_text())["templating"]["list"] if v["name"] == "datasource"]
+        assert variable["current"]["value"] == uids["prometheus"], dashboard.name
+
+
+def test_the_span_service_name_is_the_job_label_trace_to_metrics_uses():
+    objects = pc.objects_of(pc.render_set("kind", name="demo"))
+    for name in ("pulse", "pulse-backend"):
+        env = {e["name"]: e.get("value") for e in container(pulse_deployment(objects, name))["env"]}
+        assert env["OTEL_SERVICE_NAME"] == pulse_service(objects, name)["metadata"]["name"], name
 
 
 def duration_seconds(text: str) -> int:
