@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -66,46 +66,39 @@ pub struct Backend {
     pub timeout: Duration,
     /// Longest chain of calls: a request arriving with this many hops gets 508.
     pub max_hops: u32,
-    /// The HTTP client, or why it could not be built (then every call fails as
-    /// unreachable, with that reason, instead of the process failing to start).
-    client: Result<reqwest::Client, String>,
 }
 
-/// The configured backend's URL and the parts its telemetry names.
+/// The configured backend: the URL called, the parts its telemetry names, and
+/// the client that calls it.
 #[derive(Debug, Clone)]
 struct Target {
     url: String,
     host: String,
     port: u16,
+    /// The HTTP client, or why it could not be built (then every call fails as
+    /// unreachable, with that reason, instead of the process failing to start).
+    client: Result<reqwest::Client, String>,
 }
 
 impl Backend {
-    /// The backend `--backend-url` names (none: `GET /api/backend` answers itself).
+    /// The backend `--backend-url` names (none: `GET /api/backend` answers itself,
+    /// and no client is built).
     pub fn new(args: &ServeArgs) -> Self {
-        let target = args.backend_url.as_deref().and_then(|url| {
-            // `--backend-url` was checked when the arguments were parsed.
-            let uri: Uri = url.parse().ok()?;
-            Some(Target {
-                url: format!("{url}{PATH}"),
-                host: uri.host()?.to_owned(),
-                port: uri.port_u16().unwrap_or(80),
-            })
-        });
-        Self {
-            target,
-            timeout: args.backend_timeout,
-            max_hops: args.backend_max_hops,
+        let target = args.backend_url.as_ref().map(|url| Target {
+            url: format!("{}{PATH}", url.base),
+            host: url.host.clone(),
+            port: url.port,
             // Connections are kept and reused: a chain under load would otherwise
             // open one per request.
             client: reqwest::Client::builder()
                 .build()
                 .map_err(|e| error_chain(&e)),
+        });
+        Self {
+            target,
+            timeout: args.backend_timeout,
+            max_hops: args.backend_max_hops,
         }
-    }
-
-    /// Whether a backend is configured.
-    pub fn is_configured(&self) -> bool {
-        self.target.is_some()
     }
 
     /// Calls the backend as hop `hop` of the chain, within the request's trace
@@ -193,7 +186,7 @@ impl Backend {
                 }
             }
         };
-        let client = self
+        let client = target
             .client
             .as_ref()
             .map_err(|reason| BackendError::Unreachable {

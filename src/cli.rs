@@ -30,7 +30,8 @@ pub struct Cli {
 impl Cli {
     /// The command to run, with `serve` as the default.
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
+        self.command
+            .unwrap_or_else(|| Command::Serve(Box::new(self.serve)))
     }
 }
 
@@ -38,8 +39,9 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default).
+    // Boxed: the server's options are many times the size of the other commands'.
     #[command(allow_negative_numbers = true)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// GET a URL; exit 0 on a 2xx answer, 1 otherwise. For exec probes,
     /// `helm test` and HEALTHCHECK in an image without a shell.
     Probe(ProbeArgs),
@@ -65,7 +67,7 @@ mod tests {
     fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         let argv = std::iter::once("pulse").chain(args.iter().copied());
         Cli::try_parse_from(argv).map(|cli| match cli.into_command() {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             other => panic!("expected serve, got {other:?}"),
         })
     }

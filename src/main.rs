@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     // Taken first, so "time to ready" includes everything the process does.
     let started = Instant::now();
     match Cli::parse().into_command() {
-        Command::Serve(args) => match runtime().and_then(|rt| rt.block_on(serve(args, started))) {
+        Command::Serve(args) => match runtime().and_then(|rt| rt.block_on(serve(*args, started))) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pulse: {err:#}");

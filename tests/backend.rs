@@ -208,8 +208,8 @@ fn a_backend_url_pointing_back_at_the_caller_ends_in_508_not_recursion() {
     let (status, body, _, _) = failed_call(&pulse);
     assert_eq!(status, 508);
     assert!(body["error"].as_str().unwrap().contains("3 hops"), "{body}");
-    // Hops 0, 1 and 2 called on; hop 3 refused: four requests, one refusal counted
-    // per process-wide hop that saw it (every level answers 508).
+    // Hops 0, 1 and 2 call on and hop 3 is refused: four requests in this one
+    // process, each answered 508 (the refusal travels back up) and counted.
     let metrics = pulse.scrape();
     assert_eq!(
         metrics.value("api_errors_total", &[("error_type", "hop_limit")]),

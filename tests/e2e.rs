@@ -100,6 +100,18 @@ impl Lab {
         path: &str,
         auth: Option<&str>,
     ) -> (StatusCode, Value) {
+        let (status, _, body) = self.forward(pod, port, path, auth).await;
+        (status, body)
+    }
+
+    /// Like [`Lab::forward_get`], with the response headers.
+    async fn forward(
+        &self,
+        pod: &str,
+        port: u16,
+        path: &str,
+        auth: Option<&str>,
+    ) -> (StatusCode, http::HeaderMap, Value) {
         let mut forwarder = self.api::<Pod>().portforward(pod, &[port]).await.unwrap();
         let stream = forwarder.take_stream(port).unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -114,9 +126,13 @@ impl Lab {
             .send_request(request.body(Empty::<Bytes>::new()).unwrap())
             .await
             .unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
     }
 
     /// GET through the API server's service proxy: routed like in-cluster traffic, to ready pods.
@@ -379,46 +395,17 @@ async fn the_lab_pulse_calls_its_backend_pulse_in_another_pod() {
     );
 }
 
-/// GET through a port-forward to `pod:port`: the status, the `traceparent` answered, the body.
-async fn forward_traced(
-    lab: &Lab,
-    pod: &str,
-    port: u16,
-    path: &str,
-) -> (StatusCode, String, Value) {
-    let mut forwarder = lab.api::<Pod>().portforward(pod, &[port]).await.unwrap();
-    let stream = forwarder.take_stream(port).unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::get(path).header("host", "localhost");
-    let response = sender
-        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let traceparent = response
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        traceparent,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
-}
-
 #[tokio::test]
 #[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
 async fn a_requests_trace_and_its_logs_reach_tempo_and_loki_from_both_pods() {
     let lab = lab().await;
     let pulse = lab.pod(&lab.server_selector()).await;
-    let (status, traceparent, _) = forward_traced(&lab, &pulse, 8080, "/api/backend").await;
+    let (status, headers, _) = lab.forward(&pulse, 8080, "/api/backend", None).await;
     assert_eq!(status, StatusCode::OK);
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let trace = traceparent.split('-').nth(1).unwrap_or_default().to_owned();
     assert_eq!(trace.len(), 32, "traceparent {traceparent:?}");
 

@@ -166,7 +166,7 @@ pub struct ServeArgs {
     /// Base URL of the downstream Pulse `GET /api/backend` calls (`http://host[:port]`);
     /// unset, that route answers itself, as the end of a chain.
     #[arg(long, env = "PULSE_BACKEND_URL", value_parser = rules::backend_url)]
-    pub backend_url: Option<String>,
+    pub backend_url: Option<rules::BackendUrl>,
 
     /// Longest a call to the backend may take, answer included; longer gets 504.
     #[arg(long, env = "PULSE_BACKEND_TIMEOUT", default_value = defaults::BACKEND_TIMEOUT, value_parser = rules::positive_duration)]

@@ -93,18 +93,32 @@ pub fn hops(value: &str) -> Result<u32, String> {
     count(value, MAX_HOPS as usize).map(|n| n as u32)
 }
 
-/// A backend base URL: `http://host[:port][/path]`, kept without a trailing `/`.
-/// Plain HTTP only: Pulse's client has no TLS (the backend is a Service in the
-/// same cluster, or a local process).
-pub fn backend_url(value: &str) -> Result<String, String> {
+/// A checked `--backend-url`: the base URL and the host and port its telemetry
+/// names, taken apart once, when the argument is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    /// `http://host[:port][/path]`, without a trailing `/`.
+    pub base: String,
+    /// The host.
+    pub host: String,
+    /// The port (80 when the URL names none).
+    pub port: u16,
+}
+
+/// A backend base URL: `http://host[:port][/path]`. Plain HTTP only: Pulse's
+/// client has no TLS (the backend is a Service in the same cluster, or a local
+/// process).
+pub fn backend_url(value: &str) -> Result<BackendUrl, String> {
     let given = value.trim();
     let uri: axum::http::Uri = given
         .parse()
         .map_err(|_| format!("not a URL: {given:?} (e.g. http://pulse-backend:8080)"))?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http"), Some(host)) if !host.is_empty() && uri.query().is_none() => {
-            Ok(given.trim_end_matches('/').to_owned())
-        }
+        (Some("http"), Some(host)) if !host.is_empty() && uri.query().is_none() => Ok(BackendUrl {
+            base: given.trim_end_matches('/').to_owned(),
+            host: host.to_owned(),
+            port: uri.port_u16().unwrap_or(80),
+        }),
         (Some("https"), _) => {
             Err("https is not supported (Pulse's backend client speaks plain HTTP)".into())
         }
