@@ -75,6 +75,7 @@ async fn serve(args: ServeArgs, started: Instant) -> anyhow::Result<()> {
     app.state
         .metrics
         .observe_dropped_log_lines(tracing.dropped_log_lines());
+    app.state.metrics.observe_span_export(tracing.span_counts());
     tokio::spawn(telemetry::logs::report_dropped_lines(
         tracing.dropped_log_lines(),
     ));

@@ -224,6 +224,53 @@ impl BrokenCollector {
     }
 }
 
+/// `pulse_spans_exported_total` and `pulse_spans_dropped_total{reason}` from a scrape.
+fn span_counts(pulse: &Pulse) -> (f64, f64, f64) {
+    let scrape = pulse.scrape();
+    (
+        scrape.value("pulse_spans_exported_total", &[]),
+        scrape.value("pulse_spans_dropped_total", &[("reason", "queue_full")]),
+        scrape.value("pulse_spans_dropped_total", &[("reason", "export_failed")]),
+    )
+}
+
+/// Waits until every one of `spans` finished spans is accounted for, and returns
+/// the counts (exported, queue_full, export_failed).
+fn settled(pulse: &Pulse, spans: f64) -> (f64, f64, f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let counts = span_counts(pulse);
+        if counts.0 + counts.1 + counts.2 >= spans || std::time::Instant::now() > deadline {
+            return counts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn exported_spans_are_counted_and_reach_the_collector() {
+    let (port, received) = otlp::receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut pulse = Pulse::start_with_env(
+        &["--shutdown-delay", "0s"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    );
+    assert_eq!(span_counts(&pulse), (0.0, 0.0, 0.0));
+    let http = client();
+    for _ in 0..20 {
+        assert_eq!(
+            http.get(pulse.url("/api/users")).send().unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(settled(&pulse, 20.0), (20.0, 0.0, 0.0));
+    pulse.terminate();
+    assert_eq!(otlp::spans(&received).len(), 20);
+}
+
 #[test]
 fn a_failing_collector_never_slows_requests_or_the_exit() {
     for collector in [
@@ -238,6 +285,8 @@ fn a_failing_collector_never_slows_requests_or_the_exit() {
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
                 // Export often, so the requests below overlap many failing exports.
                 ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+                // A silent collector fails an export after this long (default 10 s).
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
             ],
         );
         let http = client();
@@ -248,10 +297,17 @@ fn a_failing_collector_never_slows_requests_or_the_exit() {
             assert_eq!(reply.status(), 200, "{endpoint}");
             slowest = slowest.max(started.elapsed());
         }
-        // A request that waited on an export would take the exporter's timeout (10 s).
+        // A request that waited on an export would take the exporter's timeout.
         assert!(
-            slowest < Duration::from_secs(1),
+            slowest < Duration::from_millis(400),
             "{endpoint}: slowest request {slowest:?}"
+        );
+        // Nothing is lost uncounted: every span is a counted failure.
+        let (exported, queue_full, failed) = settled(&pulse, 300.0);
+        assert_eq!(
+            (exported, queue_full + failed),
+            (0.0, 300.0),
+            "{endpoint}: exported, dropped"
         );
         let stopping = std::time::Instant::now();
         pulse.terminate();
@@ -261,4 +317,34 @@ fn a_failing_collector_never_slows_requests_or_the_exit() {
             stopping.elapsed()
         );
     }
+}
+
+#[test]
+fn a_full_export_queue_drops_spans_and_counts_them() {
+    let (endpoint, _listener) = BrokenCollector::Silent.start();
+    let pulse = Pulse::start_with_env(
+        &["--shutdown-delay", "0s", "--shutdown-timeout", "2s"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "16"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+        ],
+    );
+    let http = client();
+    for _ in 0..100 {
+        assert_eq!(
+            http.get(pulse.url("/api/users")).send().unwrap().status(),
+            200
+        );
+    }
+    // 16 wait on the silent collector (3 s each try); most of the rest found the
+    // queue full. Either way each one is counted once.
+    let (exported, queue_full, failed) = settled(&pulse, 100.0);
+    assert_eq!(exported, 0.0);
+    assert!(
+        queue_full >= 50.0,
+        "queue_full {queue_full}, failed {failed}"
+    );
+    assert_eq!(queue_full + failed, 100.0);
 }

@@ -17,6 +17,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
 use super::TelemetryError;
+use super::export::SpanCounts;
 use super::labels::{ErrorKind, KubeOperation, ReloadResult};
 use crate::BuildInfo;
 
@@ -276,6 +277,34 @@ impl Metrics {
                 "Log lines dropped because stdout did not keep up (the queue was full)",
             )
             .with_callback(move |observer| observer.observe(dropped(), &[]))
+            .build();
+    }
+
+    /// `pulse_spans_exported_total` and `pulse_spans_dropped_total{reason}`: where
+    /// the finished spans went (telemetry/export.rs).
+    pub fn observe_span_export(&self, counts: Arc<SpanCounts>) {
+        let exported = Arc::clone(&counts);
+        self.meter
+            .u64_observable_counter("pulse_spans_exported")
+            .with_description("Spans the OTLP collector accepted")
+            .with_callback(move |observer| observer.observe(exported.exported(), &[]))
+            .build();
+        self.meter
+            .u64_observable_counter("pulse_spans_dropped")
+            .with_description(
+                "Spans lost before reaching the OTLP collector: the export queue was full \
+                 (queue_full) or the export failed (export_failed)",
+            )
+            .with_callback(move |observer| {
+                observer.observe(
+                    counts.queue_full(),
+                    &[KeyValue::new("reason", "queue_full")],
+                );
+                observer.observe(
+                    counts.export_failed(),
+                    &[KeyValue::new("reason", "export_failed")],
+                );
+            })
             .build();
     }
 

@@ -4,20 +4,23 @@
 //! to build a router (tests build many), while [`init_tracing`] installs the
 //! global subscriber, tracer provider and propagator once, in the binary.
 
+pub mod export;
 pub mod labels;
 pub mod logs;
 pub mod metrics;
 pub mod routes;
 
 use std::io::IsTerminal as _;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
 use tracing::Level;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -114,6 +117,7 @@ pub struct TracingGuard {
     /// Dropping it writes out the queued log lines (waiting up to a second).
     log_worker: Option<tracing_appender::non_blocking::WorkerGuard>,
     dropped_lines: tracing_appender::non_blocking::ErrorCounter,
+    span_counts: Arc<export::SpanCounts>,
 }
 
 impl std::fmt::Debug for TracingGuard {
@@ -132,6 +136,11 @@ impl TracingGuard {
     pub fn dropped_log_lines(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
         let counter = self.dropped_lines.clone();
         move || counter.dropped_lines() as u64
+    }
+
+    /// Where the finished spans went (all zero when nothing exports them).
+    pub fn span_counts(&self) -> Arc<export::SpanCounts> {
+        Arc::clone(&self.span_counts)
     }
 
     /// Flushes pending spans and stops the exporter, then writes out the queued
@@ -162,6 +171,7 @@ pub fn init_tracing(
     });
 
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    let span_counts = Arc::new(export::SpanCounts::default());
     let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|v| !v.is_empty());
@@ -174,7 +184,23 @@ pub fn init_tracing(
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build()
             .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
-        provider = provider.with_batch_exporter(exporter);
+        // The SDK's batching, with its losses counted (telemetry/export.rs).
+        let capacity = export::queue_capacity();
+        let batch = BatchSpanProcessor::builder(export::CountingExporter::new(
+            exporter,
+            Arc::clone(&span_counts),
+        ))
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(capacity)
+                .build(),
+        )
+        .build();
+        provider = provider.with_span_processor(export::CountingProcessor::new(
+            batch,
+            capacity,
+            Arc::clone(&span_counts),
+        ));
     }
     let provider = provider.build();
     let tracer = provider.tracer("pulse");
@@ -241,5 +267,6 @@ pub fn init_tracing(
         log_reloader: Some(log_reloader),
         log_worker: Some(log_worker),
         dropped_lines,
+        span_counts,
     })
 }
