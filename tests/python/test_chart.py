@@ -668,7 +668,7 @@ PASSED_ON = {
 @pytest.mark.parametrize("chart", ["tempo", "loki", "opentelemetry-collector"])
 def test_the_trace_and_log_stack_values_are_keys_their_charts_have(chart):
     values = copy.deepcopy(pc.effective_values("kind")[chart])
-    values.pop("enabled")  # the dependency's condition
+    values.pop("enabled", None)  # the dependency's condition (the collector's is global.otelCollector)
     version = {d["name"]: d["version"] for d in chart_yaml(pc.STACK)["dependencies"]}[chart]
     theirs = upstream_values(chart)
     assert chart_yaml(Path(UPSTREAM) / chart)["version"] == version, "fetch the pinned version"
@@ -699,15 +699,12 @@ def test_the_lab_signals_are_wired_to_each_other_by_name():
     `fullnameOverride` (checked by rendering them, docs/testing.md)."""
     values = pc.effective_values("kind")
     tempo, loki, collector = (values[c] for c in ("tempo", "loki", "opentelemetry-collector"))
-    assert tempo["enabled"] and loki["enabled"] and collector["enabled"]
-    # Both Pulses export to the collector's OTLP/HTTP port.
-    for pulse in ("pulse", "pulse-backend"):
-        endpoint = values[pulse]["otel"]["exporterOtlpEndpoint"]
-        assert host_port(endpoint, 80) == (collector["fullnameOverride"], 4318), pulse
+    assert tempo["enabled"] and loki["enabled"] and values["global"]["otelCollector"]["enabled"]
+    # Both Pulses export to the collector's OTLP/HTTP port, as rendered.
     rendered = pc.objects_of(pc.render_set("kind"))
     for name in ("pulse", "pulse-backend"):
         env = {e["name"]: e.get("value") for e in container(pulse_deployment(rendered, name))["env"]}
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == values[name]["otel"]["exporterOtlpEndpoint"]
+        assert host_port(env["OTEL_EXPORTER_OTLP_ENDPOINT"], 80) == (collector["fullnameOverride"], 4318), name
     # The collector: spans to Tempo's OTLP gRPC port, logs to Loki's OTLP path, both pipelines on.
     exporters = collector["config"]["exporters"]
     assert host_port(exporters["otlp/tempo"]["endpoint"], 0) == (tempo["fullnameOverride"], 4317)
@@ -740,10 +737,42 @@ def test_the_lab_signals_are_wired_to_each_other_by_name():
 
 
 def test_the_span_service_name_is_the_job_label_trace_to_metrics_uses():
+    """One name joins the three signals: the spans' service.name, the log records' (the annotation the
+    collector's k8sattributes processor turns into service.name, Loki's service_name) and the metrics'
+    job (the Service's name)."""
     objects = pc.objects_of(pc.render_set("kind", name="demo"))
     for name in ("pulse", "pulse-backend"):
-        env = {e["name"]: e.get("value") for e in container(pulse_deployment(objects, name))["env"]}
-        assert env["OTEL_SERVICE_NAME"] == pulse_service(objects, name)["metadata"]["name"], name
+        deployment = pulse_deployment(objects, name)
+        env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+        job = pulse_service(objects, name)["metadata"]["name"]
+        assert env["OTEL_SERVICE_NAME"] == job, name
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["resource.opentelemetry.io/service.name"] == job, name
+    collector = pc.effective_values("kind")["opentelemetry-collector"]
+    assert collector["presets"]["kubernetesAttributes"]["enabled"], "the preset reads otel annotations"
+
+
+def otlp_env(objects, name="pulse"):
+    env = {e["name"]: e.get("value") for e in container(pulse_deployment(objects, name))["env"]}
+    return env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def test_pulse_sends_its_spans_to_the_stacks_collector_exactly_when_it_is_on():
+    stack = pc.effective_values("stack")
+    endpoint = stack["global"]["otelCollector"]["endpoint"]
+    assert host_port(endpoint, 80) == (stack["opentelemetry-collector"]["fullnameOverride"], 4318)
+    on = {"global": {"otelCollector": {"enabled": True}}, "pulse-backend": {"enabled": True}}
+    objects = pc.objects_of(pc.render(on, chart=pc.STACK))
+    assert [otlp_env(objects, n) for n in ("pulse", "pulse-backend")] == [endpoint, endpoint]
+    # Off (the default): no export; a collector of the user's own wins over the lab's.
+    assert otlp_env(pc.objects_of(pc.render({}, chart=pc.STACK))) is None
+    own = {**on, "pulse": {"otel": {"exporterOtlpEndpoint": "http://otel.observability:4318"}}}
+    assert otlp_env(pc.objects_of(pc.render(own, chart=pc.STACK))) == "http://otel.observability:4318"
+    # The application chart alone has no global collector: nothing unless asked.
+    assert otlp_env(pc.render_objects({})) is None
+    assert otlp_env(pc.render_objects({"otel": {"exporterOtlpEndpoint": "http://c:4318"}})) == "http://c:4318"
+    condition = {d.get("alias", d["name"]): d.get("condition") for d in chart_yaml(pc.STACK)["dependencies"]}
+    assert condition["opentelemetry-collector"] == "global.otelCollector.enabled"
 
 
 def duration_seconds(text: str) -> int:

@@ -108,3 +108,25 @@ short is refused at install time.
 {{- add $needed 5 -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+The service.name of everything Pulse emits: OTEL_SERVICE_NAME for its spans and, as a pod annotation
+the collector's k8sattributes processor reads, for its log lines in Loki. By default the full name,
+which is also the Service's name and so the `job` label of its metrics: one name joins all three.
+*/}}
+{{- define "pulse.serviceName" -}}
+{{- .Values.otel.serviceName | default (include "pulse.fullname" .) }}
+{{- end }}
+
+{{/*
+Where Pulse sends its spans: otel.exporterOtlpEndpoint, else the umbrella chart's collector when
+global.otelCollector.enabled (charts/pulse-stack turns the collector on with that switch), else nowhere.
+*/}}
+{{- define "pulse.otlpEndpoint" -}}
+{{- $collector := dig "otelCollector" dict (.Values.global | default dict) }}
+{{- if .Values.otel.exporterOtlpEndpoint }}
+{{- .Values.otel.exporterOtlpEndpoint }}
+{{- else if dig "enabled" false $collector }}
+{{- required "global.otelCollector.endpoint is required when global.otelCollector.enabled" (dig "endpoint" "" $collector) }}
+{{- end }}
+{{- end }}
