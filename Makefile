@@ -43,6 +43,7 @@ deps: ## Check the external tools the tests use
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus (or run .ci/run)"; exit 1; }
 	@command -v shellcheck >/dev/null || { echo "shellcheck missing: apt-get install shellcheck (or run .ci/run)"; exit 1; }
 	@command -v prometheus-node-exporter >/dev/null || { echo "prometheus-node-exporter missing: apt-get install prometheus-node-exporter (or run .ci/run)"; exit 1; }
+	@command -v npm >/dev/null || { echo "node/npm missing: apt-get install nodejs npm (or run .ci/run)"; exit 1; }
 
 # The same command builds the binary the Python tests run (TEST_BUILD below).
 TEST_CARGO := $(CARGO) test --all-targets
@@ -71,7 +72,14 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 # comes from cargo's own messages, so a CARGO_TARGET_DIR is honoured; run alone, it builds what it needs.
 TEST_BUILD := $(TEST_CARGO) --no-run --message-format=json-render-diagnostics | $(PYTHON) scripts/cargo-bin.py pulse
 
-test-python: $(VENV)/.installed $(CHECKOV_VENV)/.installed ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
+# Grafana's LogQL and TraceQL grammars, which the dashboard tests parse the Loki and Tempo queries with.
+QUERY_GRAMMARS := tests/queries/node_modules/.installed
+$(QUERY_GRAMMARS): tests/queries/package-lock.json
+	@echo "Installing Grafana's LogQL and TraceQL grammars (tests/queries/package-lock.json) with npm ci"
+	npm ci --prefix tests/queries --no-audit --no-fund --loglevel=error
+	touch $@
+
+test-python: deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(QUERY_GRAMMARS) ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
 	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
 	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest -q tests/python
 

@@ -1,4 +1,5 @@
-"""Reading the dashboards: panels (rows included) and every PromQL expression they hold."""
+"""Reading the dashboards: panels (rows included), every PromQL expression they hold, and their
+LogQL (Loki) and TraceQL (Tempo) queries."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def expressions(dashboard: dict) -> list[tuple[str, str]]:
     exprs = []
     for panel in panels(dashboard):
         for target in panel.get("targets", []):
-            exprs.append((f"panel {panel['title']!r} {target['refId']}", target["expr"]))
+            if target["datasource"]["type"] == "prometheus":
+                exprs.append((f"panel {panel['title']!r} {target['refId']}", target["expr"]))
     for note in dashboard.get("annotations", {}).get("list", []):
         if "expr" in note:
             exprs.append((f"annotation {note['name']!r}", note["expr"]))
@@ -41,8 +43,33 @@ def expressions(dashboard: dict) -> list[tuple[str, str]]:
     return exprs
 
 
-def substitute(expr: str, rate_interval: str = "1m", range_: str = "5m") -> str:
-    """Grafana's variables with the values a user sees with "All" selected."""
-    for var in ("namespace", "job", "pod"):
-        expr = expr.replace(f"${var}", ".*")
+# The datasource variable of each query language's panels, and the field its query is in.
+QUERY_FIELDS = {"prometheus": ("datasource", "expr"), "loki": ("logs", "expr"), "tempo": ("traces", "query")}
+
+
+def queries(dashboard: dict, kind: str) -> list[tuple[str, str]]:
+    """(where, query) of every panel target on a `kind` datasource ("loki" or "tempo")."""
+    field = QUERY_FIELDS[kind][1]
+    return [(f"panel {panel['title']!r} {target['refId']}", target[field])
+            for panel in panels(dashboard) for target in panel.get("targets", [])
+            if target["datasource"]["type"] == kind]
+
+
+def all_values(dashboard: dict) -> dict[str, str]:
+    """Each query variable's "All" value, and each constant's value."""
+    values = {}
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var["type"] == "query":
+            values[var["name"]] = var.get("allValue", ".*")
+        elif var["type"] == "constant":
+            values[var["name"]] = var["query"]
+    return values
+
+
+def substitute(expr: str, rate_interval: str = "1m", range_: str = "5m", values: dict | None = None) -> str:
+    """Grafana's variables with the values a user sees with "All" selected (`values` overrides some,
+    as when one route is picked). `${name:regex}` and `$name` alike."""
+    chosen = {"namespace": ".*", "job": ".*", "pod": ".*", "route": ".+", "slow_ms": "500"} | (values or {})
+    for var, value in chosen.items():
+        expr = re.sub(r"\$\{" + var + r"(:\w+)?\}|\$" + var + r"\b", lambda _: value, expr)
     return expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)

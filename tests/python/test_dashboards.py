@@ -6,7 +6,7 @@ import itertools
 import re
 
 import pytest
-from dashboards import expressions, load_all, panels
+from dashboards import QUERY_FIELDS, expressions, load_all, panels
 
 DASHBOARDS = load_all()
 EXPECTED = {"pulse-overview.json": "pulse-overview", "pulse-runtime.json": "pulse-runtime", "pulse-slo.json": "pulse-slo"}
@@ -52,14 +52,20 @@ class TestDashboard:
         refs += [t["datasource"] for p in panels(d) for t in p.get("targets", [])]
         refs += [v["datasource"] for v in d["templating"]["list"] if v["type"] == "query"]
         refs += [a["datasource"] for a in d["annotations"]["list"] if "expr" in a]
-        assert refs and all(r == {"type": "prometheus", "uid": "${datasource}"} for r in refs)
+        # Logs and traces panels read the datasource variable of their kind, defaulting to the uid the
+        # stack provisions (charts/pulse-stack: `loki`, `tempo`).
+        sources = {v["name"]: v for v in d["templating"]["list"] if v["type"] == "datasource"}
+        for kind, (variable, _) in QUERY_FIELDS.items():
+            if kind != "prometheus" and any(r["type"] == kind for r in refs):
+                assert sources[variable]["query"] == kind and sources[variable]["current"]["value"] == kind
+        assert refs and all(r == {"type": r["type"], "uid": "${%s}" % QUERY_FIELDS[r["type"]][0]} for r in refs)
 
     def test_every_panel_is_described_and_has_a_unit(self, name):
         for p in panels(DASHBOARDS[name]):
             if p["type"] == "row":
                 continue
             assert p.get("description"), p["title"]
-            if p["type"] != "table":
+            if p["type"] not in ("table", "logs"):
                 assert p["fieldConfig"]["defaults"].get("unit"), p["title"]
 
     def test_rates_use_the_rate_interval(self, name):

@@ -30,7 +30,7 @@ import pulsechart as pc
 import pytest
 import yaml
 from conftest import Pulse, PulseProcess, free_port, seed
-from dashboards import expressions, load_all, substitute
+from dashboards import all_values, expressions, load_all, substitute
 from rules import rule_spec, write_rule_file
 
 POD = "pulse-test-0"
@@ -235,7 +235,7 @@ def poll(check, timeout: float):
 
 def test_every_dashboard_query_returns_series(stack):
     prometheus, _ = stack
-    queries = [(f"{name}: {where}", substitute(expr))
+    queries = [(f"{name}: {where}", substitute(expr, values=all_values(dashboard)))
                for name, dashboard in load_all().items() for where, expr in expressions(dashboard)]
     assert len(queries) > 50
     pending = dict(queries)

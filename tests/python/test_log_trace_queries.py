@@ -1,0 +1,197 @@
+"""The dashboards' Loki (LogQL) and Tempo (TraceQL) queries, proven without a Loki or a Tempo.
+
+No Loki or Tempo binary runs here, so each query is checked in the three ways that together say it
+finds what Pulse emits in the lab:
+
+- it parses with Grafana's own grammars (@grafana/lezer-logql, @grafana/lezer-traceql, pinned in
+  tests/queries/package-lock.json), with the variables as a user sets them;
+- every stream label a LogQL selector reads is an index label Loki makes from an OTLP resource
+  attribute that the lab's collector puts on Pulse's log records, and every field its pipeline
+  filters on is a field of Pulse's real access-log line (numbers where it compares numbers);
+- every attribute a TraceQL query reads is on the server span or the resource of a real Pulse's OTLP
+  export, decoded with the OTLP protobuf messages.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pulsechart as pc
+import pytest
+from conftest import BINARY, free_port
+from dashboards import all_values, load_all, queries, substitute
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
+LANGUAGE = {"loki": "logql", "tempo": "traceql"}
+
+# The resource attributes Loki's OTLP endpoint turns into index labels by default (dots become
+# underscores), from Loki's documentation ("OpenTelemetry: index labels").
+LOKI_INDEX_ATTRIBUTES = {
+    "cloud.availability_zone", "cloud.region", "container.name", "deployment.environment",
+    "k8s.cluster.name", "k8s.container.name", "k8s.cronjob.name", "k8s.daemonset.name",
+    "k8s.deployment.name", "k8s.job.name", "k8s.namespace.name", "k8s.pod.name",
+    "k8s.replicaset.name", "k8s.statefulset.name", "service.instance.id", "service.name",
+    "service.namespace",
+}
+# What the lab's collector puts on the resource of a Pulse log record: the kubernetesAttributes
+# preset's k8sattributes processor extracts the namespace and pod, and service.name from the
+# `resource.opentelemetry.io/service.name` pod annotation the Pulse chart sets (test_chart.py checks
+# the annotation and the preset).
+LAB_LOG_RESOURCE = {"service.name", "k8s.namespace.name", "k8s.pod.name"}
+
+# One concrete choice per variable, as a user picking a single value would send it.
+PICKED = {"namespace": "monitoring", "job": "pulse", "pod": "pulse-7d9c-x2x4q", "route": "/api/users"}
+
+
+def parse(requests: list[dict]) -> list[dict]:
+    """Grafana's grammars on each {"language", "query"} (tests/queries/parse.mjs)."""
+    if not (QUERIES_DIR / "node_modules").is_dir():
+        pytest.fail("the query grammars are not installed: make test does it "
+                    "(npm ci --prefix tests/queries)")
+    done = subprocess.run(["node", str(QUERIES_DIR / "parse.mjs")], input=json.dumps(requests),
+                          capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(done.stdout)
+
+
+def dashboard_queries() -> list[tuple[str, str, str, dict]]:
+    """(where, kind, query, dashboard) for every Loki and Tempo query of every dashboard."""
+    return [(f"{name}: {where}", kind, query, dashboard)
+            for name, dashboard in load_all().items() for kind in LANGUAGE
+            for where, query in queries(dashboard, kind)]
+
+
+def parsed(values: dict | None = None) -> list[tuple[str, str, dict]]:
+    found = dashboard_queries()
+    assert {kind for _, kind, _, _ in found} == set(LANGUAGE), "a logs and a traces panel"
+    requests = [{"language": LANGUAGE[kind],
+                 "query": substitute(query, values=all_values(dashboard) | (values or {}))}
+                for _, kind, query, dashboard in found]
+    return [(where, kind, answer) for (where, kind, _, _), answer in zip(found, parse(requests), strict=True)]
+
+
+@pytest.mark.parametrize("choice", ["all", "picked"])
+def test_every_logs_and_traces_query_parses_with_grafanas_grammars(choice):
+    for where, kind, answer in parsed(PICKED if choice == "picked" else None):
+        assert answer["error"] is None, f"{where}: syntax error at offset {answer['error']}"
+
+
+def test_the_grammars_reject_a_broken_query():
+    """The check above can fail: a query with a dangling pipe and one with a missing value do."""
+    broken = parse([{"language": "logql", "query": '{service_name="pulse"} | status >= '},
+                    {"language": "traceql", "query": "{ span.http.route =~ }"}])
+    assert all(answer["error"] is not None for answer in broken)
+
+
+def test_log_selectors_read_index_labels_the_lab_gives_pulses_log_records():
+    labels = {attribute.replace(".", "_") for attribute in LOKI_INDEX_ATTRIBUTES & LAB_LOG_RESOURCE}
+    for where, kind, answer in parsed():
+        if kind != "loki":
+            continue
+        selector = {text for node, text, enclosing in answer["names"] if "Selector" in enclosing}
+        assert selector and selector <= labels, f"{where}: {selector - labels}"
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP traces endpoint: keeps each decoded ExportTraceServiceRequest."""
+
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (the http.server API)
+        body = self.rfile.read(int(self.headers["content-length"]))
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self.received.append(request)
+        answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def emitted():
+    """A real Pulse, as the chart runs it (pod identity from the downward API variables), exporting
+    to a real OTLP decoder: (its access-log lines, its server spans' attributes, its resource's)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    env = {**os.environ, "PULSE_KUBE": "off", "OTEL_BSP_SCHEDULE_DELAY": "50",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+           "POD_NAME": PICKED["pod"], "POD_NAMESPACE": PICKED["namespace"], "NODE_NAME": "node-1"}
+    proc = subprocess.Popen([BINARY, "--addr", f"127.0.0.1:{port}", "--shutdown-delay", "0s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        for path in ("/api/users", "/status/503"):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+            except urllib.error.HTTPError:
+                pass
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+        server.shutdown()
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("message") == "request"]
+    spans, resources = [], []
+    for request in Receiver.received:
+        for resource_spans in request.resource_spans:
+            resources.append({a.key for a in resource_spans.resource.attributes})
+            spans += [s for scope in resource_spans.scope_spans for s in scope.spans]
+    server_spans = [{a.key for a in s.attributes} for s in spans if s.kind == s.SPAN_KIND_SERVER]
+    assert len(access) == 2 and len(server_spans) == 2
+    return access, server_spans, resources
+
+
+def test_log_filters_read_fields_of_pulses_access_line(emitted):
+    access, _, _ = emitted
+    for where, kind, answer in parsed():
+        if kind != "loki":
+            continue
+        for node, text, enclosing in answer["names"]:
+            if "LabelFilter" not in enclosing:
+                continue
+            for line in access:
+                assert text in line, f"{where}: {text!r} is not a field of {line}"
+                if "NumberFilter" in enclosing or "DurationFilter" in enclosing:
+                    assert isinstance(line[text], int | float), f"{where}: {text!r} is not a number"
+
+
+def test_trace_queries_read_attributes_pulses_spans_have(emitted):
+    _, server_spans, resources = emitted
+    for where, kind, answer in parsed():
+        if kind != "tempo":
+            continue
+        fields = [text for node, text, _ in answer["names"] if node == "AttributeField"]
+        assert fields, where
+        for field in fields:
+            scope, _, name = field.partition(".")
+            have = resources if scope == "resource" else server_spans
+            assert scope in ("resource", "span") and all(name in attrs for attrs in have), f"{where}: {field}"
+
+
+def test_the_slow_request_threshold_is_the_latency_alerts():
+    (dashboard,) = [d for n, d in load_all().items() if n == "pulse-overview.json"]
+    threshold = pc.effective_values("default")["prometheusRule"]["alerts"]["latencyP95Seconds"]
+    assert float(all_values(dashboard)["slow_ms"]) == threshold * 1000
