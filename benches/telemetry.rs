@@ -1,5 +1,6 @@
 //! Micro-benchmarks: what the telemetry layer costs per request, and how long
-//! `/metrics` takes to encode at 1,000 and 10,000 series.
+//! `/metrics` takes to encode at 1,000 and 10,000 series (text format and
+//! OpenMetrics with exemplars).
 //!
 //! The per-request cost is the difference between the same router (same handlers)
 //! with and without the layer, each driven in process with `oneshot`.
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::Request;
 use criterion::{Criterion, criterion_group, criterion_main};
+use opentelemetry::trace::{SpanId, TraceId};
 use pulse::app::App;
 use pulse::config::ServeArgs;
 use pulse::telemetry::Metrics;
@@ -68,7 +70,14 @@ fn populated(series: usize) -> Arc<Metrics> {
     for i in 0..series / 40 {
         routes
             .get(HttpMethod::Get, &format!("/bench/{i}"))
-            .finished(200, 0.003, 0, 100);
+            .finished(
+                200,
+                (Instant::now(), Duration::from_millis(3)),
+                // Sampled: each series then carries an exemplar, as under traced traffic.
+                Some((TraceId::from(u128::MAX), SpanId::from(i as u64 + 1))),
+                0,
+                100,
+            );
     }
     m
 }
@@ -85,6 +94,9 @@ fn encode(c: &mut Criterion) {
         eprintln!("metrics_encode/{series}: {lines} series in the exposition");
         group.bench_function(series.to_string(), |b| {
             b.iter(|| m.encode().expect("encode"))
+        });
+        group.bench_function(format!("openmetrics/{series}"), |b| {
+            b.iter(|| m.encode_openmetrics())
         });
     }
     group.finish();

@@ -155,4 +155,9 @@ callgrind_annotate --inclusive=yes --auto=no "$dump" >"$run/annotate.txt"
     sed -E "s#$ROOT/##; s#/[^ :]*/registry/src/[^/]+/##; s#/rustc/[0-9a-f]+/##; s# \\[[^]]*\\]\$##"
 } >"$report"
 echo "instructions per request: $((total / REQUESTS))"
+# The exemplar of each sampled request (telemetry/exemplars.rs, never inlined so it shows here).
+exemplar=$(awk '/exemplars::BucketExemplars::record/ { gsub(/,/, "", $1); print $1; exit }' "$run/annotate.txt")
+if [ -n "$exemplar" ]; then
+  echo "of which recording the exemplar: $((exemplar / REQUESTS)) (target: at most ~500)" | tee -a "$report"
+fi
 echo "profile: $report"

@@ -183,9 +183,17 @@ impl Finish {
         let elapsed = self.start.elapsed();
         let route = &self.route;
         if route.recorded {
+            // Only a sampled request's trace can be looked up: the others are exemplars
+            // of nothing.
+            let sampled = self
+                .span
+                .as_ref()
+                .is_some_and(|cx| cx.span().span_context().is_sampled())
+                .then_some((self.ids.trace_id, self.ids.span_id));
             route.finished(
                 status.as_u16(),
-                elapsed.as_secs_f64(),
+                (self.start, elapsed),
+                sampled,
                 self.request_size,
                 body_size(response.body()),
             );

@@ -17,12 +17,16 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
 use super::TelemetryError;
+use super::exemplars::{BucketExemplars, ExemplarStore};
 use super::export::SpanCounts;
 use super::labels::{ErrorKind, KubeOperation, ReloadResult};
 use crate::BuildInfo;
 
 /// `Content-Type` of `/metrics`. Prometheus 3 refuses a scrape without a version.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The exported name of the request duration histogram, the one with exemplars.
+pub const HTTP_DURATION_FAMILY: &str = "http_request_duration_seconds";
 
 /// Latency buckets in seconds. A latency SLO's threshold must be one of them.
 pub const DURATION_BUCKETS: [f64; 11] = [
@@ -102,6 +106,8 @@ pub struct Metrics {
     /// `http_client_request_duration_seconds{http_request_method, server_address,
     /// server_port, http_response_status_code | error_type}`: calls to the backend.
     client_duration: Histogram<f64>,
+    /// The exemplars of `http_request_duration_seconds`, per series.
+    pub(super) exemplars: ExemplarStore,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -215,6 +221,7 @@ impl Metrics {
                 .f64_gauge("pulse_runtime_settings")
                 .with_description("Numeric runtime settings in force, by setting")
                 .build(),
+            exemplars: ExemplarStore::default(),
             meter,
         }
     }
@@ -393,10 +400,36 @@ impl Metrics {
         Ok(buffer)
     }
 
+    /// Encodes every metric in OpenMetrics 1.0.0, with the request duration's
+    /// exemplars (telemetry/openmetrics.rs).
+    pub fn encode_openmetrics(&self) -> Vec<u8> {
+        super::openmetrics::encode(&self.registry.gather(), &self.exemplars).into_bytes()
+    }
+
     /// Flushes and stops the meter provider (at exit).
     pub fn shutdown(&self, timeout: Duration) {
         if let Err(err) = self.provider.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %err, "meter provider shutdown failed");
         }
+    }
+}
+
+impl super::openmetrics::ExemplarSource for ExemplarStore {
+    fn exemplars(
+        &self,
+        family: &str,
+        series: &prometheus::proto::Metric,
+    ) -> Option<Arc<BucketExemplars>> {
+        if family != HTTP_DURATION_FAMILY {
+            return None;
+        }
+        let label = |name: &str| {
+            series
+                .get_label()
+                .iter()
+                .find(|pair| pair.name() == name)
+                .map(|pair| pair.value())
+        };
+        self.find(label("method")?, label("route")?)
     }
 }

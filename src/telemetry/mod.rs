@@ -4,10 +4,12 @@
 //! to build a router (tests build many), while [`init_tracing`] installs the
 //! global subscriber, tracer provider and propagator once, in the binary.
 
+pub mod exemplars;
 pub mod export;
 pub mod labels;
 pub mod logs;
 pub mod metrics;
+pub mod openmetrics;
 pub mod routes;
 
 use std::io::IsTerminal as _;

@@ -18,7 +18,10 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter};
 
 use super::Metrics;
+use super::exemplars::BucketExemplars;
 use super::labels::HttpMethod;
+use opentelemetry::trace::{SpanId, TraceId};
+use std::time::{Duration, Instant};
 
 /// Route label of requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -49,6 +52,8 @@ pub struct RouteTelemetry {
 
 struct Bound {
     duration: BoundHistogram<f64>,
+    /// The duration series' exemplars, found by its labels when `/metrics` is encoded.
+    exemplars: Arc<BucketExemplars>,
     request_size: BoundHistogram<u64>,
     in_progress: BoundUpDownCounter<i64>,
 }
@@ -65,6 +70,9 @@ impl RouteTelemetry {
             let m = &self.metrics;
             Bound {
                 duration: m.http_duration.bind(&self.labels),
+                exemplars: m
+                    .exemplars
+                    .series(self.labels[0].value.as_str().as_ref(), &self.route),
                 request_size: m.http_request_size.bind(&self.labels),
                 in_progress: m.http_in_progress.bind(&self.labels),
             }
@@ -86,13 +94,25 @@ impl RouteTelemetry {
         self.bound().in_progress.add(-1);
     }
 
-    /// Records a finished request.
-    pub fn finished(&self, status: u16, seconds: f64, request_bytes: u64, response_bytes: u64) {
+    /// Records a finished request (started at `start`, took `elapsed`); with the
+    /// ids of a sampled request's span, it becomes the latest exemplar of its
+    /// duration bucket.
+    pub fn finished(
+        &self,
+        status: u16,
+        (start, elapsed): (Instant, Duration),
+        sampled: Option<(TraceId, SpanId)>,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
         let by_status = self.status(status);
         by_status.requests.add(1);
         by_status.response_size.record(response_bytes);
         let bound = self.bound();
-        bound.duration.record(seconds);
+        bound.duration.record(elapsed.as_secs_f64());
+        if let Some((trace_id, span_id)) = sampled {
+            bound.exemplars.record(trace_id, span_id, start, elapsed);
+        }
         bound.request_size.record(request_bytes);
         self.metrics.app_requests.add(1, &[]);
     }

@@ -83,3 +83,13 @@ class TestDashboard:
                 assert "$job" in expr, f"{where}: {expr}"
             if "pod" in variables and "pulse:" not in expr:
                 assert "$pod" in expr, f"{where}: {expr}"
+
+
+def test_latency_panels_show_exemplars():
+    """A latency panel's dots are the exemplars Pulse writes on http_request_duration_seconds buckets."""
+    latency = [(name, p["title"], t) for name, d in DASHBOARDS.items() for p in panels(d)
+               if p["type"] == "timeseries" for t in p.get("targets", [])
+               if "http_request_duration_seconds_bucket" in t.get("expr", "")]
+    assert latency
+    for name, title, target in latency:
+        assert target.get("exemplar") is True, f"{name}: {title} {target['refId']}"

@@ -1,0 +1,168 @@
+"""Exemplars end to end, with real engines: a real Pulse, scraped by the Debian Prometheus started with
+the features the chart turns on (`exemplar-storage`), answers `/api/v1/query_exemplars` with the trace
+ids of the requests made; the OpenMetrics body parses with the reference OpenMetrics parser
+(prometheus_client) and holds the same series as the text body, which `promtool check metrics` still
+accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pulsechart as pc
+import pytest
+import yaml
+from conftest import PulseProcess, free_port
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+                     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+DURATION = "http_request_duration_seconds"
+
+
+def get(url: str, accept: str | None = None, headers: dict | None = None):
+    """(status, headers (case-insensitive), body)."""
+    request = urllib.request.Request(url, headers={**({"Accept": accept} if accept else {}), **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def traced(pulse: PulseProcess, path: str, sampled: bool = True) -> str:
+    """Requests `path` as a sampled (or unsampled) caller's child; returns the trace id Pulse answered."""
+    trace_id = secrets.token_hex(16)
+    flags = "01" if sampled else "00"
+    _, headers, _ = get(pulse.base + path, headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"})
+    answered = headers["traceparent"].split("-")[1]
+    assert answered == trace_id
+    return trace_id
+
+
+@pytest.fixture(scope="module")
+def pulse():
+    server = PulseProcess()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def series_of(families) -> dict[tuple, float]:
+    """(sample name, sorted labels) -> value: the series identity a scraper stores."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def test_curl_gets_the_text_format_and_prometheus_gets_openmetrics(pulse):
+    status, headers, text = get(pulse.base + "/metrics")
+    assert status == 200 and headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# EOF" not in text and " # {" not in text
+    status, headers, body = get(pulse.base + "/metrics", accept=PROMETHEUS_ACCEPT)
+    assert status == 200
+    assert headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert body.endswith("# EOF\n")
+    assert "accept" in headers["Vary"].lower()
+
+
+def test_the_openmetrics_body_parses_and_has_the_text_bodys_series(pulse):
+    for path in ("/api/users", "/status/503", "/api/users/999"):
+        get(pulse.base + path)
+    trace_id = traced(pulse, "/api/users")  # the latest of its bucket
+    _, _, text = get(pulse.base + "/metrics")
+    _, _, body = get(pulse.base + "/metrics", accept=PROMETHEUS_ACCEPT)
+    openmetrics = list(parse_openmetrics(body))  # raises on anything OpenMetrics forbids
+    text_series, om_series = series_of(parse_text(text)), series_of(openmetrics)
+    # Same series (name and labels). Values move between two scrapes only for the process and
+    # request-counting series the scrapes themselves change; the rest must be equal.
+    assert set(om_series) == set(text_series)
+    moving = ("process_", "http_requests_in_progress")
+    for key, value in om_series.items():
+        if not key[0].startswith(moving):
+            assert math.isclose(value, text_series[key]), key
+    # The exemplar of the traced request sits on a bucket of its own series.
+    exemplars = [(s.labels, s.exemplar) for f in openmetrics if f.name == DURATION for s in f.samples if s.exemplar]
+    mine = [(labels, e) for labels, e in exemplars if e.labels["trace_id"] == trace_id]
+    assert mine, f"no exemplar with trace {trace_id}"
+    labels, exemplar = mine[0]
+    assert labels["route"] == "/api/users" and labels["method"] == "GET"
+    assert len(exemplar.labels["span_id"]) == 16 and exemplar.value <= float(labels["le"])
+    assert abs(float(exemplar.timestamp) - time.time()) < 60
+
+
+def test_unsampled_requests_leave_no_exemplar(pulse):
+    trace_id = traced(pulse, "/api/data", sampled=False)
+    _, _, body = get(pulse.base + "/metrics", accept=PROMETHEUS_ACCEPT)
+    assert trace_id not in body
+
+
+def test_promtool_accepts_the_text_body(pulse):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: apt-get install prometheus (or run .ci/run)"
+    _, _, text = get(pulse.base + "/metrics")
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    # promtool's lint warnings (names, help) are not errors; a parse failure is.
+    assert "error while linting" not in check.stderr + check.stdout, check.stderr
+
+
+def prometheus_features() -> list[str]:
+    """The Prometheus feature flags the stack chart turns on."""
+    spec = pc.effective_values("stack")["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]
+    return spec.get("enableFeatures", [])
+
+
+def test_the_chart_turns_on_exemplar_storage():
+    assert "exemplar-storage" in prometheus_features()
+
+
+def test_prometheus_stores_the_exemplars_of_the_requests_made(tmp_path):
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus missing: apt-get install prometheus (or run .ci/run)"
+    pulse = PulseProcess()
+    config = {"global": {"scrape_interval": "1s"},
+              "scrape_configs": [{"job_name": "pulse", "static_configs": [{"targets": [pulse.base.removeprefix("http://")]}]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    flags = [f"--enable-feature={feature}" for feature in prometheus_features()]
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", *flags],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
+    try:
+        fast = [traced(pulse, "/api/users") for _ in range(3)]
+        slow = traced(pulse, "/delay/1")  # lands in the (1, 2.5] bucket
+        start = time.time() - 60
+        found: dict[str, dict] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            query = urllib.parse.urlencode({"query": f"{DURATION}_bucket", "start": start, "end": time.time() + 60})
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query_exemplars?{query}", timeout=5) as r:
+                    answer = json.load(r)
+            except OSError:
+                time.sleep(0.5)
+                continue
+            found = {e["labels"]["trace_id"]: {**series["seriesLabels"], "value": float(e["value"])}
+                     for series in answer["data"] for e in series["exemplars"]}
+            if slow in found and fast[-1] in found:
+                break
+            time.sleep(0.5)
+        assert slow in found, f"the slow request's trace is not among {sorted(found)}\n" \
+                              f"{(tmp_path / 'prometheus.log').read_text()[-2000:]}"
+        assert found[slow]["route"] == "/delay/{seconds}" and found[slow]["le"] == "2.5"
+        assert found[slow]["value"] >= 1.0
+        # Each bucket keeps its latest: the last fast request is the one /api/users shows.
+        assert fast[-1] in found and found[fast[-1]]["route"] == "/api/users"
+        assert set(found) <= set(fast) | {slow}, "only the requests made, all sampled"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        pulse.stop()
