@@ -44,13 +44,15 @@ deps: ## Check the external tools the tests use
 	@command -v shellcheck >/dev/null || { echo "shellcheck missing: apt-get install shellcheck (or run .ci/run)"; exit 1; }
 	@command -v prometheus-node-exporter >/dev/null || { echo "prometheus-node-exporter missing: apt-get install prometheus-node-exporter (or run .ci/run)"; exit 1; }
 	@command -v npm >/dev/null || { echo "node/npm missing: apt-get install nodejs npm (or run .ci/run)"; exit 1; }
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ -n "$$PULSE_TEST_DATABASE_URL" ] || { echo "PostgreSQL missing: apt-get install postgresql (or run .ci/run)"; exit 1; }
 
 # The same command builds the binary the Python tests run (TEST_BUILD below).
 TEST_CARGO := $(CARGO) test --all-targets
 
-test-rust: deps ## Unit and integration tests (real router, real binary, promtool)
+test-rust: deps ## Unit and integration tests (real router, real binary, promtool, a private PostgreSQL)
 	@echo "cargo test: includes a 60 s soak test (tests/soak.rs; PULSE_SOAK_SECONDS=10 shortens it)"
-	$(TEST_CARGO)
+	@echo "PostgreSQL: scripts/with-postgres.sh starts a private server (or uses PULSE_TEST_DATABASE_URL)"
+	scripts/with-postgres.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test api'
 
 build:
 	$(CARGO) build

@@ -15,7 +15,7 @@ use crate::readiness::Readiness;
 use crate::routes::{self, HttpConfig};
 use crate::settings::{LiveSettings, RuntimeSettings};
 use crate::state::{AppState, ServiceInfo};
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, PostgresStore, Store};
 use crate::telemetry::{self, Metrics, TelemetryError};
 use opentelemetry_sdk::Resource;
 
@@ -30,6 +30,17 @@ pub struct Lifecycle {
     pub header_read_timeout: Duration,
     /// Close a connection whose response makes no progress for this long.
     pub write_timeout: Duration,
+}
+
+/// Why the application could not be built (at start-up only).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Metrics or tracing could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    /// `--database-url` (or `DATABASE_URL`) is not a usable PostgreSQL URL.
+    #[error("invalid --database-url: {0}")]
+    DatabaseUrl(String),
 }
 
 /// Everything `pulse serve` runs, before it listens.
@@ -49,18 +60,36 @@ pub struct App {
     pub pod: PodIdentity,
     /// The OpenTelemetry resource of its metrics, for its traces too.
     pub resource: Resource,
+    /// The PostgreSQL store, when `--database-url` chose it (its supervisor starts
+    /// with [`App::start_database`]).
+    pub database: Option<Arc<PostgresStore>>,
 }
 
 impl App {
     /// Builds the state and routers. `started` is when the process began (for
     /// uptime). Installs nothing global: tests build many.
-    pub fn new(args: &ServeArgs, started: Instant) -> Result<Self, TelemetryError> {
+    pub fn new(args: &ServeArgs, started: Instant) -> Result<Self, AppError> {
         let build = BuildInfo::current();
         let pod = PodIdentity::from_env();
         let resource = telemetry::resource(&build, &pod);
         let service_name = telemetry::service_name(&resource);
         let metrics = Metrics::new(resource.clone(), &build, started)?;
-        let store = Arc::new(MemoryStore::with_limit(args.max_store_bytes));
+        let database = match args.database().map_err(AppError::DatabaseUrl)? {
+            Some(url) => Some(Arc::new(
+                PostgresStore::new(
+                    url.expose(),
+                    args.database_pool_size,
+                    args.database_timeout,
+                    args.max_store_bytes,
+                )
+                .map_err(|e| AppError::DatabaseUrl(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let store: Arc<dyn Store> = match &database {
+            Some(postgres) => postgres.clone(),
+            None => Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
+        };
         observe_store(&metrics, store.clone());
         let state = AppState {
             store,
@@ -89,7 +118,17 @@ impl App {
             },
             pod,
             resource,
+            database,
         })
+    }
+
+    /// Starts the PostgreSQL store's supervisor (migrations, then checks), when
+    /// there is one. Needs a Tokio runtime: it runs in the background.
+    pub fn start_database(&self) {
+        if let Some(database) = &self.database {
+            tracing::info!("users and items in PostgreSQL; migrating");
+            tokio::spawn(database.clone().supervise());
+        }
     }
 
     /// Starts the Kubernetes side (runtime ConfigMap watch, pod Events) when

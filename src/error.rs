@@ -76,6 +76,10 @@ pub enum ApiError {
         "the chain of backend calls reached its limit of {0} hops (--backend-max-hops): does a backend URL point back at a caller?"
     )]
     LoopDetected(u32),
+    /// The database (`--database-url`) did not answer in time or failed; a write
+    /// that got this changed nothing (503, `Retry-After`).
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
     /// A bug or a broken dependency (500). The detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -119,7 +123,9 @@ impl ApiError {
             Self::Simulated | Self::Injected | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            Self::Timeout(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) | Self::Overloaded | Self::DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -143,6 +149,7 @@ impl ApiError {
             Self::BadGateway(_) => ErrorKind::Backend,
             Self::GatewayTimeout(_) => ErrorKind::BackendTimeout,
             Self::LoopDetected(_) => ErrorKind::HopLimit,
+            Self::DatabaseUnavailable => ErrorKind::Database,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -201,6 +208,7 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Full { .. } => Self::StoreFull,
+            StoreError::Unavailable => Self::DatabaseUnavailable,
         }
     }
 }

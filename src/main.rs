@@ -80,6 +80,7 @@ async fn serve(args: ServeArgs, started: Instant) -> anyhow::Result<()> {
         tracing.dropped_log_lines(),
     ));
     app.start_cluster(&args);
+    app.start_database();
     let build = app.state.info.build;
     app.events.publish(pulse::cluster::PodEvent::normal(
         "Started",

@@ -81,11 +81,15 @@ pub struct AppState {
 impl AppState {
     /// Why the service should not receive traffic, or `None` when it should.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        self.readiness.get().not_ready_reason().or_else(|| {
-            self.settings
-                .force_unready()
-                .then_some("forced unready by runtime settings")
-        })
+        self.readiness
+            .get()
+            .not_ready_reason()
+            .or_else(|| self.store.unavailable())
+            .or_else(|| {
+                self.settings
+                    .force_unready()
+                    .then_some("forced unready by runtime settings")
+            })
     }
 }
 

@@ -1,5 +1,7 @@
 //! The HTTP API through the real router: every README example, and every kind of
-//! bad input answered with a 4xx JSON error that changes nothing.
+//! bad input answered with a 4xx JSON error that changes nothing. The tests of the
+//! store's behaviour run on the in-memory store, and again on PostgreSQL with
+//! `PULSE_TEST_STORE=postgres` (`make test` runs both).
 
 mod common;
 
@@ -10,7 +12,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn users_crud_with_query_params() {
-    let app = TestApp::new();
+    let app = TestApp::fresh().await;
     let john = app
         .send("POST", "/api/users?name=John&email=john@example.com", None)
         .await;
@@ -51,7 +53,7 @@ async fn users_crud_with_query_params() {
 
 #[tokio::test]
 async fn users_accept_json_bodies_too() {
-    let app = TestApp::new();
+    let app = TestApp::fresh().await;
     let created = app
         .send(
             "POST",
@@ -96,7 +98,7 @@ async fn slow_and_error_endpoints() {
 
 #[tokio::test]
 async fn legacy_gauges() {
-    let app = TestApp::new();
+    let app = TestApp::fresh().await;
     let users = app.get("/update?users=42").await;
     assert_eq!(
         (users.status, users.json()),
@@ -115,7 +117,7 @@ async fn legacy_gauges() {
 
 #[tokio::test]
 async fn health_and_data() {
-    let app = TestApp::new();
+    let app = TestApp::fresh().await;
     let health = app.get("/health").await;
     assert_eq!(health.status, StatusCode::OK);
     let body = health.json();
@@ -166,7 +168,7 @@ async fn health_and_data() {
 
 #[tokio::test]
 async fn items_echo_the_id_and_query() {
-    let app = TestApp::new();
+    let app = TestApp::fresh().await;
     let item = app.get("/items/42?q=test").await;
     assert_eq!(item.json(), json!({"item_id": 42, "q": "test"}));
     assert_eq!(
@@ -222,7 +224,7 @@ async fn info_version_status_delay_echo() {
 
 #[tokio::test]
 async fn readiness_toggles_at_run_time() {
-    let app = TestApp::new();
+    let app = TestApp::fresh().await;
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
     let disabled = app.send("POST", "/readyz/disable", None).await;
     assert_eq!(disabled.status, StatusCode::ACCEPTED);
@@ -266,7 +268,7 @@ async fn observable_state(app: &TestApp) -> (String, String, f64, f64, f64, f64)
 
 #[tokio::test]
 async fn bad_input_is_a_counted_4xx_json_error_and_changes_nothing() {
-    let app = TestApp::new();
+    let app = TestApp::fresh().await;
     app.send("POST", "/api/users?name=John&email=john@example.com", None)
         .await;
     app.send("POST", "/data", Some(r#"{"key":"k","value":1}"#))

@@ -45,6 +45,11 @@ pub mod defaults {
     pub const BACKEND_TIMEOUT: &str = "5s";
     /// `--backend-max-hops`.
     pub const BACKEND_MAX_HOPS: u32 = 5;
+    /// `--database-pool-size`.
+    pub const DATABASE_POOL_SIZE: u32 = 10;
+    /// `--database-timeout`: well under `--request-timeout`, so a lost database is a
+    /// quick 503 with `Retry-After`, not a request held for the whole timeout.
+    pub const DATABASE_TIMEOUT: &str = "2s";
 }
 
 /// Log line format.
@@ -176,6 +181,34 @@ pub struct ServeArgs {
     /// backend URL pointing back at a caller cannot recurse forever.
     #[arg(long, env = "PULSE_BACKEND_MAX_HOPS", default_value_t = defaults::BACKEND_MAX_HOPS, value_parser = rules::hops)]
     pub backend_max_hops: u32,
+
+    /// PostgreSQL URL (`postgres://user:password@host:port/db`) for users and items,
+    /// shared by every replica; unset (and no `DATABASE_URL`), they live in memory.
+    #[arg(long, env = "PULSE_DATABASE_URL", value_parser = rules::database_url, hide_env_values = true)]
+    pub database_url: Option<rules::DatabaseUrl>,
+
+    /// Most connections to the database at once (1..=1000).
+    #[arg(long, env = "PULSE_DATABASE_POOL_SIZE", default_value_t = defaults::DATABASE_POOL_SIZE, value_parser = rules::pool_size)]
+    pub database_pool_size: u32,
+
+    /// Longest a store operation may wait for the database, a free connection
+    /// included; longer gets 503 with `Retry-After`.
+    #[arg(long, env = "PULSE_DATABASE_TIMEOUT", default_value = defaults::DATABASE_TIMEOUT, value_parser = rules::positive_duration)]
+    pub database_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// The database to use: `--database-url` (`PULSE_DATABASE_URL`), else the
+    /// standard `DATABASE_URL`, else none (the in-memory store).
+    pub fn database(&self) -> Result<Option<rules::DatabaseUrl>, String> {
+        match &self.database_url {
+            Some(url) => Ok(Some(url.clone())),
+            None => match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.is_empty() => rules::database_url(&url).map(Some),
+                _ => Ok(None),
+            },
+        }
+    }
 }
 
 impl Default for ServeArgs {
@@ -209,6 +242,9 @@ impl Default for ServeArgs {
             backend_url: None,
             backend_timeout: duration(defaults::BACKEND_TIMEOUT),
             backend_max_hops: defaults::BACKEND_MAX_HOPS,
+            database_url: None,
+            database_pool_size: defaults::DATABASE_POOL_SIZE,
+            database_timeout: duration(defaults::DATABASE_TIMEOUT),
         }
     }
 }

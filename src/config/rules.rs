@@ -93,6 +93,46 @@ pub fn hops(value: &str) -> Result<u32, String> {
     count(value, MAX_HOPS as usize).map(|n| n as u32)
 }
 
+/// Most `--database-pool-size` accepted.
+pub const MAX_POOL_SIZE: u32 = 1000;
+
+/// A pool size from 1 to [`MAX_POOL_SIZE`].
+pub fn pool_size(value: &str) -> Result<u32, String> {
+    count(value, MAX_POOL_SIZE as usize).map(|n| n as u32)
+}
+
+/// A `--database-url`: a `postgres://` or `postgresql://` URL. Its password never
+/// appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL, password included: for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
+/// A PostgreSQL URL, checked for its scheme and a host.
+pub fn database_url(value: &str) -> Result<DatabaseUrl, String> {
+    let rest = value
+        .strip_prefix("postgres://")
+        .or_else(|| value.strip_prefix("postgresql://"))
+        .ok_or("must be a postgres:// or postgresql:// URL")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("must name a host (postgres://user:password@host:5432/db)".into());
+    }
+    Ok(DatabaseUrl(value.to_owned()))
+}
+
 /// A checked `--backend-url`: the base URL and the host and port its telemetry
 /// names, taken apart once, when the argument is parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,12 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges};
+use super::{
+    Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges, item_size, user_size,
+};
 use crate::config::defaults;
-
-/// What one entry costs besides its text: map node, id, lengths. An estimate;
-/// it makes many tiny entries count too.
-const ENTRY_OVERHEAD: usize = 64;
 
 /// Users and items kept in process memory; lost on restart.
 #[derive(Debug)]
@@ -45,16 +43,6 @@ impl Default for MemoryStore {
     fn default() -> Self {
         Self::with_limit(defaults::MAX_STORE_BYTES)
     }
-}
-
-fn user_size(name: &str, email: &str) -> usize {
-    ENTRY_OVERHEAD + name.len() + email.len()
-}
-
-fn item_size(key: &str, value: &serde_json::Value) -> usize {
-    // The JSON text is a fair measure of what the parsed value holds.
-    let value_len = serde_json::to_vec(value).map_or(0, |v| v.len());
-    ENTRY_OVERHEAD + key.len() + value_len
 }
 
 impl MemoryStore {

@@ -5,8 +5,10 @@
 //! called: a store only ever sees valid input.
 
 mod memory;
+mod postgres;
 
 pub use memory::MemoryStore;
+pub use postgres::{DatabaseUrlError, PostgresStore};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -72,6 +74,26 @@ pub enum StoreError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The database did not answer in time or failed; nothing was changed by a
+    /// write that got this (its transaction did not commit).
+    #[error("the database is unavailable")]
+    Unavailable,
+}
+
+/// What one entry costs besides its text: map node, id, lengths. An estimate;
+/// it makes many tiny entries count too. Both stores count the same.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// The size `--max-store-bytes` counts for a user.
+fn user_size(name: &str, email: &str) -> usize {
+    ENTRY_OVERHEAD + name.len() + email.len()
+}
+
+/// The size `--max-store-bytes` counts for an item.
+fn item_size(key: &str, value: &serde_json::Value) -> usize {
+    // The JSON text is a fair measure of what the parsed value holds.
+    let value_len = serde_json::to_vec(value).map_or(0, |v| v.len());
+    ENTRY_OVERHEAD + key.len() + value_len
 }
 
 /// Storage for users and key-value items.
@@ -100,6 +122,11 @@ pub trait Store: Send + Sync + 'static {
     /// How many users and items are stored now: cheap and synchronous, because
     /// `/metrics` reads it on every scrape (`pulse_users`, `pulse_data_items`).
     fn counts(&self) -> Counts;
+
+    /// Why the store cannot serve now (`/readyz` says it), or `None` when it can.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// What a store holds.

@@ -33,8 +33,8 @@ pub struct Exemplar {
 impl Exemplar {
     /// When the request ended, in seconds since the Unix epoch.
     ///
-    /// Derived from the monotonic end time and one wall-clock reading taken at
-    /// start-up, so recording reads no clock of its own; a wall-clock step after
+    /// Derived from the monotonic end time and one wall-clock reading taken once
+    /// (at the first use), so recording reads no clock of its own; a wall-clock step after
     /// start-up shifts exemplar times by as much, which is harmless for finding a
     /// trace near a point on a graph.
     pub fn timestamp(&self) -> f64 {

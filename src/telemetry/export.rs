@@ -6,10 +6,14 @@
 //! at all. Two thin wrappers make both visible without replacing the SDK's batching:
 //!
 //! - [`CountingProcessor`] sits in front of the batch processor and admits a span
-//!   only while fewer than the queue's capacity are *in flight* (admitted but not yet
-//!   exported or failed). The batch processor's channel never holds more than that,
-//!   so its own `try_send` never fails, and every span that is not admitted is
-//!   counted here as `queue_full`.
+//!   only if it can reserve one of the queue's `capacity` slots for it, in one
+//!   atomic step. A slot is held while the span is *in flight*: queued, or in the
+//!   batch being exported; [`CountingExporter`] gives the batch's slots back when
+//!   its export ends. The batch processor's channel (of the same capacity) never
+//!   holds more spans than are in flight, so its own `try_send`, which drops
+//!   without counting, never fails; every span that gets no slot is counted here
+//!   as `queue_full`. The price: the batch being exported takes room in the queue,
+//!   so `OTEL_BSP_MAX_QUEUE_SIZE` bounds queued plus exporting spans.
 //! - [`CountingExporter`] wraps the OTLP exporter and counts each batch as exported
 //!   or `export_failed` (a collector down, silent past the export timeout, or
 //!   answering an error).
@@ -32,7 +36,8 @@ use opentelemetry_sdk::trace::{
 /// Where finished spans went, since start.
 #[derive(Debug, Default)]
 pub struct SpanCounts {
-    admitted: AtomicU64,
+    /// Spans holding a queue slot: admitted, their export not yet ended.
+    in_flight: AtomicU64,
     exported: AtomicU64,
     failed: AtomicU64,
     queue_full: AtomicU64,
@@ -54,12 +59,22 @@ impl SpanCounts {
         self.queue_full.load(Ordering::Relaxed)
     }
 
-    /// Admitted spans whose export has not finished yet.
-    fn in_flight(&self) -> u64 {
-        // Read the finished counts first: they only grow, so this never underflows
-        // by more than a racing export, which saturating_sub absorbs.
-        let done = self.exported() + self.export_failed();
-        self.admitted.load(Ordering::Relaxed).saturating_sub(done)
+    /// Takes a queue slot, unless all `capacity` are held.
+    fn reserve(&self, capacity: u64) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < capacity).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back the slots of `spans` whose export ended.
+    fn release(&self, spans: u64) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(spans))
+            });
     }
 }
 
@@ -105,6 +120,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
                 &counts.failed
             };
             counter.fetch_add(spans, Ordering::Relaxed);
+            counts.release(spans);
             result
         }
     }
@@ -148,11 +164,10 @@ impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
     }
 
     fn on_end(&self, span: SpanData) {
-        if self.counts.in_flight() >= self.capacity {
+        if !self.counts.reserve(self.capacity) {
             self.counts.queue_full.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.counts.admitted.fetch_add(1, Ordering::Relaxed);
         self.inner.on_end(span);
     }
 
@@ -235,6 +250,30 @@ mod tests {
             assert_eq!(exported + failed + counts.queue_full(), 50, "fail={fail}");
             assert_eq!(if fail { failed } else { exported }, 50);
         }
+    }
+
+    #[test]
+    fn spans_ending_on_many_threads_at_once_are_each_counted_once() {
+        // The slot is reserved in one atomic step: threads racing for the last slots
+        // cannot overfill the SDK's channel (which would drop spans uncounted).
+        let counts = Arc::new(SpanCounts::default());
+        let stub = Stub::default();
+        let held = stub.gate.lock().unwrap();
+        let provider = provider(stub.clone(), 8, &counts);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| end_spans(&provider, 100));
+            }
+        });
+        drop(held);
+        provider.force_flush().ok();
+        let total = counts.exported() + counts.export_failed() + counts.queue_full();
+        assert_eq!(total, 800);
+        assert_eq!(
+            counts.in_flight.load(Ordering::Relaxed),
+            0,
+            "every slot given back"
+        );
     }
 
     #[test]

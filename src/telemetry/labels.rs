@@ -116,6 +116,8 @@ pub enum ErrorKind {
     BackendTimeout,
     /// The chain of backend calls is `--backend-max-hops` deep (508).
     HopLimit,
+    /// The database did not answer in time or failed (503).
+    Database,
     /// A request head not complete within `--header-read-timeout` (connection closed).
     HeaderTimeout,
     /// A request hyper could not parse (it answers 400, 414 or 431 itself).
@@ -142,6 +144,7 @@ impl ErrorKind {
             Self::Backend => "backend",
             Self::BackendTimeout => "backend_timeout",
             Self::HopLimit => "hop_limit",
+            Self::Database => "database",
             Self::HeaderTimeout => "header_timeout",
             Self::MalformedRequest => "malformed_request",
             Self::WriteTimeout => "write_timeout",

@@ -198,6 +198,12 @@ fn summary(out: &mut String, name: &str, metric: &Metric) {
 
 /// A bucket bound as the text encoder writes it (`0.005`, `1`, `+Inf`), so the
 /// series are the same in both formats.
+///
+/// A deliberate deviation: OpenMetrics asks for canonical numbers in `le` (`1.0`).
+/// Prometheus 2 stores `le` as written, so `le="1.0"` from an OpenMetrics scrape
+/// and `le="1"` from a text scrape (promtool, an older scraper, a fallback) would
+/// be two series, and every `histogram_quantile` over a format change would break.
+/// Prometheus 3 normalises `le` either way; parsers accept both.
 fn le_label(bound: f64) -> String {
     if bound == f64::INFINITY {
         "+Inf".to_owned()

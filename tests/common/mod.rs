@@ -32,6 +32,38 @@ impl TestApp {
         Self::with(&ServeArgs::default())
     }
 
+    /// A fresh app on the store the run asks for: in memory, or, with
+    /// `PULSE_TEST_STORE=postgres`, PostgreSQL (a new database on the server
+    /// `PULSE_TEST_DATABASE_URL` names, migrated, its supervisor running). The API
+    /// suite runs once per store (`make test`).
+    pub async fn fresh() -> Self {
+        if std::env::var("PULSE_TEST_STORE").as_deref() != Ok("postgres") {
+            return Self::new();
+        }
+        let url = fresh_database().await;
+        let args = ServeArgs {
+            database_url: Some(pulse::config::rules::database_url(&url).expect("database URL")),
+            ..ServeArgs::default()
+        };
+        let app = App::new(&args, Instant::now()).expect("app");
+        let database = app.database.clone().expect("the PostgreSQL store");
+        database.migrate().await.expect("migrations");
+        app.start_database();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.state.store.unavailable().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the database never became available"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.state.readiness.set_ready();
+        Self {
+            router: app.main,
+            state: app.state,
+        }
+    }
+
     /// The app `pulse serve` would run with `args`, ready.
     pub fn with(args: &ServeArgs) -> Self {
         let app = App::new(args, Instant::now()).expect("app");
@@ -291,6 +323,14 @@ impl Pulse {
 
     /// Like [`Pulse::start_with_env`], on a given port (known before it starts).
     pub fn start_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let pulse = Self::spawn_on(port, args, env);
+        pulse.wait_ready(Duration::from_secs(10));
+        pulse
+    }
+
+    /// Starts `pulse serve` like [`Pulse::start_on`] without waiting for it to be
+    /// ready; [`Pulse::wait_listening`] waits for it to answer at all.
+    pub fn spawn_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pulse"))
             .args(["--addr", &addr])
@@ -322,13 +362,32 @@ impl Pulse {
                 }
             });
         }
-        let pulse = Self {
+        Self {
             child,
             port,
             output,
-        };
-        pulse.wait_ready(Duration::from_secs(10));
-        pulse
+        }
+    }
+
+    /// Waits until it answers `/healthz` (ready or not).
+    pub fn wait_listening(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let client = client();
+        while Instant::now() < deadline {
+            if client.get(self.url("/healthz")).send().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "pulse not listening after {limit:?}; output: {:?}",
+            self.lines()
+        );
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready_for(&self, limit: Duration) {
+        self.wait_ready(limit);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -407,4 +466,49 @@ pub fn client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(15))
         .build()
         .expect("client")
+}
+
+/// The test PostgreSQL server (`PULSE_TEST_DATABASE_URL`, an admin connection;
+/// `make test` starts a private one with scripts/with-postgres.sh).
+pub fn test_database_server() -> String {
+    std::env::var("PULSE_TEST_DATABASE_URL")
+        .expect("PULSE_TEST_DATABASE_URL: run the PostgreSQL tests through `make test` (scripts/with-postgres.sh)")
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn fresh_database() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let server = test_database_server();
+    let name = format!(
+        "pulse_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&server)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::Executor::execute(
+        &mut admin,
+        sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+    )
+    .await
+    .expect("create a test database");
+    with_database(&server, &name)
+}
+
+/// `server` (a postgres:// URL) with its database replaced by `name`.
+pub fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = server
+        .split_once('?')
+        .map_or((server, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| i + scheme_end);
+    let url = format!("{}/{name}", &base[..authority_end]);
+    match query {
+        Some(q) => format!("{url}?{q}"),
+        None => url,
+    }
 }

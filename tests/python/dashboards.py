@@ -66,10 +66,23 @@ def all_values(dashboard: dict) -> dict[str, str]:
     return values
 
 
-def substitute(expr: str, rate_interval: str = "1m", range_: str = "5m", values: dict | None = None) -> str:
-    """Grafana's variables with the values a user sees with "All" selected (`values` overrides some,
-    as when one route is picked). `${name:regex}` and `$name` alike."""
+def escape_regex(value: str) -> str:
+    """Grafana's `${var:regex}` format of one value (its escapeRegex)."""
+    return re.sub(r"[\\^$*+?.()|[\]{}/]", lambda m: "\\" + m[0], value)
+
+
+def substitute(expr: str, rate_interval: str = "1m", range_: str = "5m", values: dict | None = None,
+               picked: dict | None = None) -> str:
+    """Grafana's variables as it interpolates them: "All" (or a constant) gives `values` raw (a custom
+    all value is not escaped); a `picked` value is escaped for `${var:regex}`, raw for `$var`."""
     chosen = {"namespace": ".*", "job": ".*", "pod": ".*", "route": ".+", "slow_ms": "500"} | (values or {})
-    for var, value in chosen.items():
-        expr = re.sub(r"\$\{" + var + r"(:\w+)?\}|\$" + var + r"\b", lambda _: value, expr)
+    picked = picked or {}
+
+    def value(var: str, fmt: str | None) -> str:
+        if var in picked:
+            return escape_regex(picked[var]) if fmt == "regex" else picked[var]
+        return chosen[var]
+
+    for var in sorted(set(chosen) | set(picked), key=len, reverse=True):
+        expr = re.sub(r"\$\{" + var + r"(?::(\w+))?\}|\$" + var + r"\b", lambda m, v=var: value(v, m[1]), expr)
     return expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)

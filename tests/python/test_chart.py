@@ -750,6 +750,10 @@ def test_the_span_service_name_is_the_job_label_trace_to_metrics_uses():
         assert annotations["resource.opentelemetry.io/service.name"] == job, name
     collector = pc.effective_values("kind")["opentelemetry-collector"]
     assert collector["presets"]["kubernetesAttributes"]["enabled"], "the preset reads otel annotations"
+    # A user's own annotations are kept, and one of the same key wins (no duplicate key).
+    own = {"podAnnotations": {"team": "obs", "resource.opentelemetry.io/service.name": "checkout"}}
+    annotations = pulse_deployment(pc.render_objects(own))["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == own["podAnnotations"]
 
 
 def otlp_env(objects, name="pulse"):

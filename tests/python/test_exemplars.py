@@ -79,7 +79,7 @@ def test_the_openmetrics_body_parses_and_has_the_text_bodys_series(pulse):
     trace_id = traced(pulse, "/api/users")  # the latest of its bucket
     _, _, text = get(pulse.base + "/metrics")
     _, _, body = get(pulse.base + "/metrics", accept=PROMETHEUS_ACCEPT)
-    openmetrics = list(parse_openmetrics(body))  # raises on anything OpenMetrics forbids
+    openmetrics = list(parse_openmetrics(body))  # the reference parser: raises on what it rejects
     text_series, om_series = series_of(parse_text(text)), series_of(openmetrics)
     # Same series (name and labels). Values move between two scrapes only for the process and
     # request-counting series the scrapes themselves change; the rest must be equal.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -48,8 +49,9 @@ LOKI_INDEX_ATTRIBUTES = {
 # the annotation and the preset).
 LAB_LOG_RESOURCE = {"service.name", "k8s.namespace.name", "k8s.pod.name"}
 
-# One concrete choice per variable, as a user picking a single value would send it.
-PICKED = {"namespace": "monitoring", "job": "pulse", "pod": "pulse-7d9c-x2x4q", "route": "/api/users"}
+# One concrete choice per variable, as a user picking a single value would send it (a route template
+# with braces, which Grafana's regex format escapes).
+PICKED = {"namespace": "monitoring", "job": "pulse", "pod": "pulse-7d9c-x2x4q", "route": "/api/users/{id}"}
 
 
 def parse(requests: list[dict]) -> list[dict]:
@@ -69,19 +71,52 @@ def dashboard_queries() -> list[tuple[str, str, str, dict]]:
             for where, query in queries(dashboard, kind)]
 
 
-def parsed(values: dict | None = None) -> list[tuple[str, str, dict]]:
+def interpolated(picked: dict | None = None) -> list[tuple[str, str, str]]:
+    """(where, kind, query) with the variables as Grafana fills them in: "All", or `picked`."""
     found = dashboard_queries()
     assert {kind for _, kind, _, _ in found} == set(LANGUAGE), "a logs and a traces panel"
-    requests = [{"language": LANGUAGE[kind],
-                 "query": substitute(query, values=all_values(dashboard) | (values or {}))}
-                for _, kind, query, dashboard in found]
-    return [(where, kind, answer) for (where, kind, _, _), answer in zip(found, parse(requests), strict=True)]
+    return [(where, kind, substitute(query, values=all_values(dashboard), picked=picked))
+            for where, kind, query, dashboard in found]
+
+
+def parsed(picked: dict | None = None) -> list[tuple[str, str, dict]]:
+    found = interpolated(picked)
+    answers = parse([{"language": LANGUAGE[kind], "query": query} for _, kind, query in found])
+    return [(where, kind, answer) for (where, kind, _), answer in zip(found, answers, strict=True)]
+
+
+# A Go string literal's escapes: what Loki and Tempo accept inside "..." (they unquote with Go's rules).
+GO_ESCAPE = re.compile(r"""\\([abfnrtv\\'"]|[0-7]{3}|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})""")
+STRING = re.compile(r'"((?:[^"\\]|\\.)*)"|`([^`]*)`')
 
 
 @pytest.mark.parametrize("choice", ["all", "picked"])
 def test_every_logs_and_traces_query_parses_with_grafanas_grammars(choice):
     for where, kind, answer in parsed(PICKED if choice == "picked" else None):
         assert answer["error"] is None, f"{where}: syntax error at offset {answer['error']}"
+
+
+@pytest.mark.parametrize("choice", ["all", "picked"])
+def test_every_string_is_one_loki_and_tempo_can_unquote(choice):
+    """The grammars accept any backslash escape; Loki and Tempo do not (`\\/` from Grafana's regex
+    format is invalid in "..."). Raw `...` strings take the escaped value as it is."""
+    for where, _, query in interpolated(PICKED if choice == "picked" else None):
+        for quoted, _raw in STRING.findall(query):
+            rest = GO_ESCAPE.sub("", quoted)
+            assert "\\" not in rest, f"{where}: an escape Go strings do not have in {quoted!r}"
+
+
+def test_log_selectors_have_a_matcher_that_cannot_match_the_empty_string():
+    """Loki refuses a selector whose every matcher matches "": "All" must not leave it so."""
+    matcher = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`)')
+    for where, kind, query in interpolated():
+        if kind != "loki":
+            continue
+        selector = query[query.index("{") + 1:query.index("}")]
+        matchers = [(op, quoted or raw) for _, op, quoted, raw in matcher.findall(selector)]
+        assert matchers, where
+        assert any((op == "=" and value) or (op == "=~" and not re.fullmatch(value, ""))
+                   for op, value in matchers), f"{where}: {selector}"
 
 
 def test_the_grammars_reject_a_broken_query():

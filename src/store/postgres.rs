@@ -1,0 +1,450 @@
+//! The PostgreSQL [`Store`]: users and items shared by every replica, kept across
+//! restarts.
+//!
+//! sqlx (its PostgreSQL driver and pool): async, well kept, with a migrator that
+//! embeds the SQL in the binary and takes an advisory lock, so replicas starting
+//! together apply each migration once.
+//!
+//! Failure behaviour, the part users remember:
+//! - The pool connects lazily: Pulse starts without the database and stays not
+//!   ready (`database unavailable`) while [`PostgresStore::supervise`] retries the
+//!   migrations with backoff.
+//! - Every operation is bounded by the database timeout (acquiring a connection
+//!   and the queries together): past it, or on any database error, it fails with
+//!   [`StoreError::Unavailable`], which the API answers 503 with `Retry-After`.
+//!   Writes are transactions: a write is acknowledged only after its commit, so an
+//!   answered write is never lost and an unanswered one changed nothing.
+//! - The supervisor pings the database; readiness follows its answers, and the
+//!   store recovers by itself when the database is back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use super::{
+    Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges, item_size, user_size,
+};
+
+/// The migrations, embedded in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+
+/// How often the supervisor checks the database while it answers.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// The first retry delay when it does not; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest delay between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Why the database URL cannot be used: the driver's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DatabaseUrlError(pub String);
+
+/// Users and items in PostgreSQL.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    timeout: Duration,
+    max_bytes: usize,
+    /// Whether the migrations ran and the last check (or operation) succeeded.
+    available: AtomicBool,
+    /// The counts `/metrics` shows, refreshed by the supervisor (a scrape must not
+    /// wait for the database).
+    users: AtomicUsize,
+    items: AtomicUsize,
+}
+
+impl PostgresStore {
+    /// A store on `url` with at most `pool_size` connections, each operation
+    /// bounded by `timeout`, holding at most about `max_bytes`. Connects nothing
+    /// yet: see [`PostgresStore::supervise`].
+    pub fn new(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Self, DatabaseUrlError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(timeout)
+            .connect_lazy(url)
+            .map_err(|e| DatabaseUrlError(e.to_string()))?;
+        Ok(Self {
+            pool,
+            timeout,
+            max_bytes,
+            available: AtomicBool::new(false),
+            users: AtomicUsize::new(0),
+            items: AtomicUsize::new(0),
+        })
+    }
+
+    /// Applies the embedded migrations (safe when several replicas start at once).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| unavailable("migrate", e))
+    }
+
+    /// Runs for the life of the process: migrations until they succeed, then a
+    /// check every few seconds, with backoff while the database does not answer.
+    /// Readiness (`database unavailable`) follows what it finds.
+    pub async fn supervise(self: Arc<Self>) {
+        let mut migrated = false;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let result = async {
+                if !migrated {
+                    self.migrate().await?;
+                    migrated = true;
+                    tracing::info!("database migrated");
+                }
+                self.refresh_counts().await
+            }
+            .await;
+            let was = self.available.swap(result.is_ok(), Ordering::AcqRel);
+            match result {
+                Ok(()) => {
+                    if !was {
+                        tracing::info!("database available");
+                    }
+                    backoff = FIRST_BACKOFF;
+                    tokio::time::sleep(CHECK_EVERY).await;
+                }
+                Err(err) => {
+                    if was || !migrated {
+                        tracing::warn!(error = %err, retry_in = ?backoff, "database unavailable");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn refresh_counts(&self) -> Result<(), StoreError> {
+        let (users, items): (i64, i64) = self
+            .bounded("count", async {
+                sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM pulse_users), (SELECT count(*) FROM pulse_items)",
+                )
+                .fetch_one(&self.pool)
+                .await
+            })
+            .await?;
+        self.users.store(to_usize(users), Ordering::Relaxed);
+        self.items.store(to_usize(items), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs `operation` within the timeout; a failure marks the store unavailable
+    /// until the supervisor's next good check.
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        operation: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.timeout, operation).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => unavailable(what, err),
+            Err(_) => unavailable(what, format!("no answer within {:?}", self.timeout)),
+        };
+        self.available.store(false, Ordering::Release);
+        Err(result)
+    }
+
+    /// Adds `delta` bytes to the store's total within `tx`, unless that takes it
+    /// over the limit (then nothing is changed and the write is refused).
+    /// Freeing space always succeeds, even over a limit lowered since the bytes
+    /// were written.
+    async fn reserve(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        delta: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE pulse_store SET bytes = bytes + $1 \
+             WHERE id = 1 AND ($1 <= 0 OR bytes + $1 <= $2) RETURNING bytes",
+        )
+        .bind(delta)
+        .bind(to_i64(self.max_bytes))
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    fn full(&self) -> StoreError {
+        StoreError::Full {
+            limit: self.max_bytes,
+        }
+    }
+}
+
+/// What a failed database operation becomes: logged with its cause, answered 503.
+fn unavailable(what: &'static str, err: impl std::fmt::Display) -> StoreError {
+    tracing::warn!(operation = what, error = %err, "database operation failed");
+    StoreError::Unavailable
+}
+
+/// One less, never below zero (a refresh may have counted the row away already).
+fn decrement(count: &AtomicUsize) {
+    let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_usize(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// A user id from a path: ids above `i64::MAX` cannot exist in the table.
+fn row_id(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
+}
+
+fn user((id, name, email): (i64, String, String)) -> User {
+    User {
+        id: u64::try_from(id).unwrap_or_default(),
+        name,
+        email,
+    }
+}
+
+/// An item as stored: its JSON text parses back to the value written.
+fn item((key, value): (String, String)) -> Item {
+    Item {
+        key,
+        value: serde_json::from_str(&value).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// A write refused for the store limit (its transaction is rolled back).
+struct Full;
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = self
+            .bounded("list_users", async {
+                sqlx::query_as("SELECT id, name, email FROM pulse_users ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await
+            })
+            .await?;
+        Ok(rows.into_iter().map(user).collect())
+    }
+
+    async fn get_user(&self, id: u64) -> Result<Option<User>, StoreError> {
+        let Some(id) = row_id(id) else {
+            return Ok(None);
+        };
+        let row = self
+            .bounded("get_user", async {
+                sqlx::query_as("SELECT id, name, email FROM pulse_users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+            })
+            .await?;
+        Ok(row.map(user))
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let size = to_i64(user_size(&new.name, &new.email));
+        let created = self
+            .bounded("create_user", async {
+                let mut tx = self.pool.begin().await?;
+                if !self.reserve(&mut tx, size).await? {
+                    return Ok(Err(Full));
+                }
+                let row = sqlx::query_as(
+                    "INSERT INTO pulse_users (name, email, bytes) VALUES ($1, $2, $3) \
+                     RETURNING id, name, email",
+                )
+                .bind(&new.name)
+                .bind(&new.email)
+                .bind(size)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Ok(user(row)))
+            })
+            .await?
+            .map_err(|Full| self.full())?;
+        // This replica's count moves at once; the supervisor's refresh brings in the
+        // other replicas' writes.
+        self.users.fetch_add(1, Ordering::Relaxed);
+        Ok(created)
+    }
+
+    async fn update_user(&self, id: u64, changes: UserChanges) -> Result<Option<User>, StoreError> {
+        let Some(id) = row_id(id) else {
+            return Ok(None);
+        };
+        self.bounded("update_user", async {
+            let mut tx = self.pool.begin().await?;
+            let current: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT name, email, bytes FROM pulse_users WHERE id = $1 FOR UPDATE",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((name, email, old)) = current else {
+                return Ok(Ok(None));
+            };
+            let name = changes.name.clone().unwrap_or(name);
+            let email = changes.email.clone().unwrap_or(email);
+            let size = to_i64(user_size(&name, &email));
+            if !self.reserve(&mut tx, size - old).await? {
+                return Ok(Err(Full));
+            }
+            let row = sqlx::query_as(
+                "UPDATE pulse_users SET name = $2, email = $3, bytes = $4 WHERE id = $1 \
+                 RETURNING id, name, email",
+            )
+            .bind(id)
+            .bind(&name)
+            .bind(&email)
+            .bind(size)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Ok(Some(user(row))))
+        })
+        .await?
+        .map_err(|Full| self.full())
+    }
+
+    async fn delete_user(&self, id: u64) -> Result<bool, StoreError> {
+        let Some(id) = row_id(id) else {
+            return Ok(false);
+        };
+        let deleted = self
+            .bounded("delete_user", async {
+                let mut tx = self.pool.begin().await?;
+                let deleted: Option<(i64,)> =
+                    sqlx::query_as("DELETE FROM pulse_users WHERE id = $1 RETURNING bytes")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((bytes,)) = deleted else {
+                    return Ok(false);
+                };
+                self.reserve(&mut tx, -bytes).await?;
+                tx.commit().await?;
+                Ok(true)
+            })
+            .await?;
+        if deleted {
+            decrement(&self.users);
+        }
+        Ok(deleted)
+    }
+
+    async fn list_items(&self) -> Result<Vec<Item>, StoreError> {
+        let rows = self
+            .bounded("list_items", async {
+                sqlx::query_as("SELECT key, value FROM pulse_items ORDER BY key COLLATE \"C\"")
+                    .fetch_all(&self.pool)
+                    .await
+            })
+            .await?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError> {
+        let row = self
+            .bounded("get_item", async {
+                sqlx::query_as("SELECT key, value FROM pulse_items WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+            })
+            .await?;
+        Ok(row.map(item))
+    }
+
+    async fn put_item(&self, new: Item) -> Result<Put, StoreError> {
+        let size = to_i64(item_size(&new.key, &new.value));
+        let text = new.value.to_string();
+        let put = self
+            .bounded("put_item", async {
+                let mut tx = self.pool.begin().await?;
+                // Two writers of one new key must not both count it as new.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(&new.key)
+                    .execute(&mut *tx)
+                    .await?;
+                let old: Option<(i64,)> =
+                    sqlx::query_as("SELECT bytes FROM pulse_items WHERE key = $1")
+                        .bind(&new.key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let delta = size - old.map_or(0, |(bytes,)| bytes);
+                if !self.reserve(&mut tx, delta).await? {
+                    return Ok(Err(Full));
+                }
+                sqlx::query(
+                    "INSERT INTO pulse_items (key, value, bytes) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, bytes = EXCLUDED.bytes",
+                )
+                .bind(&new.key)
+                .bind(&text)
+                .bind(size)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Ok(if old.is_some() {
+                    Put::Replaced
+                } else {
+                    Put::Created
+                }))
+            })
+            .await?
+            .map_err(|Full| self.full())?;
+        if put == Put::Created {
+            self.items.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(put)
+    }
+
+    async fn delete_item(&self, key: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .bounded("delete_item", async {
+                let mut tx = self.pool.begin().await?;
+                let deleted: Option<(i64,)> =
+                    sqlx::query_as("DELETE FROM pulse_items WHERE key = $1 RETURNING bytes")
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((bytes,)) = deleted else {
+                    return Ok(false);
+                };
+                self.reserve(&mut tx, -bytes).await?;
+                tx.commit().await?;
+                Ok(true)
+            })
+            .await?;
+        if deleted {
+            decrement(&self.items);
+        }
+        Ok(deleted)
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            users: self.users.load(Ordering::Relaxed),
+            items: self.items.load(Ordering::Relaxed),
+        }
+    }
+
+    fn unavailable(&self) -> Option<&'static str> {
+        (!self.available.load(Ordering::Acquire)).then_some("database unavailable")
+    }
+}

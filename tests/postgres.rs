@@ -1,0 +1,389 @@
+//! The PostgreSQL store with real `pulse` processes and a real PostgreSQL server
+//! (`make test` starts a private one: scripts/with-postgres.sh): replicas share
+//! their data, data outlives a restart, ids are never shared, the store limit
+//! holds, and the failure behaviour — database missing at start, lost while
+//! serving under load, back again — is what the README promises. Losing the
+//! database is simulated with a TCP proxy between Pulse and PostgreSQL that can
+//! refuse and cut connections, as a network partition or a failover would.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Pulse, client, free_port};
+use serde_json::{Value, json};
+
+/// A new database on the test server, as a URL.
+fn database() -> String {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(common::fresh_database())
+}
+
+fn start(url: &str, extra: &[&str]) -> Pulse {
+    let mut args = vec!["--kube", "off", "--shutdown-delay", "0s"];
+    args.extend_from_slice(extra);
+    Pulse::start_with_env(&args, &[("PULSE_DATABASE_URL", url)])
+}
+
+fn create(pulse: &Pulse, name: &str) -> (u16, Value) {
+    let reply = client()
+        .post(pulse.url("/api/users"))
+        .json(&json!({"name": name, "email": format!("{name}@example.com")}))
+        .send()
+        .expect("POST /api/users");
+    let status = reply.status().as_u16();
+    (status, reply.json().unwrap_or(Value::Null))
+}
+
+fn get(pulse: &Pulse, path: &str) -> (u16, Value) {
+    let reply = client().get(pulse.url(path)).send().expect("GET");
+    let status = reply.status().as_u16();
+    (status, reply.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn two_replicas_on_one_database_see_each_others_writes() {
+    let url = database();
+    let (a, b) = (start(&url, &[]), start(&url, &[]));
+    let (status, created) = create(&a, "ada");
+    assert_eq!(status, 201);
+    let id = created["id"].as_u64().expect("id");
+    assert_eq!(get(&b, &format!("/api/users/{id}")), (200, created.clone()));
+    let put = client()
+        .post(b.url("/data"))
+        .json(&json!({"key": "shared", "value": {"z": 1, "a": [1.5, "x"]}}))
+        .send()
+        .expect("POST /api/data");
+    assert_eq!(put.status(), 201);
+    let (status, item) = get(&a, "/data/shared");
+    assert_eq!(status, 200);
+    assert_eq!(item["value"], json!({"a": [1.5, "x"], "z": 1}));
+    // Deleted on one, gone on the other.
+    let deleted = client()
+        .delete(b.url(&format!("/api/users/{id}")))
+        .send()
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(get(&a, &format!("/api/users/{id}")).0, 404);
+}
+
+#[test]
+fn data_outlives_a_restart() {
+    let url = database();
+    let mut pulse = start(&url, &[]);
+    let (_, created) = create(&pulse, "grace");
+    pulse.terminate();
+    let pulse = start(&url, &[]);
+    let (status, users) = get(&pulse, "/api/users");
+    assert_eq!(status, 200);
+    assert_eq!(users["users"], json!([created]), "{users}");
+    // The stored count is on /metrics too (pulse_users).
+    assert_eq!(pulse.scrape().value("pulse_users", &[]), 1.0);
+}
+
+#[test]
+fn concurrent_creates_on_two_replicas_never_share_an_id() {
+    let url = database();
+    let replicas = Arc::new([start(&url, &[]), start(&url, &[])]);
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (replicas, ids) = (replicas.clone(), ids.clone());
+            std::thread::spawn(move || {
+                for n in 0..25 {
+                    let (status, user) = create(&replicas[w % 2], &format!("u{w}x{n}"));
+                    assert_eq!(status, 201, "{user}");
+                    ids.lock().unwrap().push(user["id"].as_u64().unwrap());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    let ids = ids.lock().unwrap().clone();
+    let distinct: BTreeSet<_> = ids.iter().collect();
+    assert_eq!((ids.len(), distinct.len()), (200, 200));
+    let (_, listed) = get(&replicas[1], "/api/users");
+    assert_eq!(listed["users"].as_array().map(Vec::len), Some(200));
+}
+
+#[test]
+fn the_store_limit_holds_across_replicas() {
+    let url = database();
+    // Room for about three users of ~90 bytes each (64 of overhead plus the text).
+    let (a, b) = (
+        start(&url, &["--max-store-bytes", "300"]),
+        start(&url, &["--max-store-bytes", "300"]),
+    );
+    let statuses: Vec<u16> = (0..6)
+        .map(|n| create(if n % 2 == 0 { &a } else { &b }, &format!("n{n}")).0)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(statuses[3..].iter().all(|&s| s == 507), "{statuses:?}");
+    let (_, users) = get(&b, "/api/users");
+    assert_eq!(
+        users["users"].as_array().map(Vec::len),
+        Some(3),
+        "a refused write changed nothing"
+    );
+    // Deleting frees the space for the next write, on either replica.
+    assert_eq!(
+        client()
+            .delete(a.url("/api/users/1"))
+            .send()
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(create(&b, "again").0, 201);
+}
+
+/// A TCP proxy in front of PostgreSQL that can be cut (existing connections
+/// reset, new ones refused) and restored.
+struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn to(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let open = Arc::new(AtomicBool::new(true));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (accepting, tracked) = (open.clone(), streams.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !accepting.load(Ordering::SeqCst) {
+                    drop(client); // the database is "gone": connection closed at once
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for stream in [&client, &server] {
+                    if let Ok(clone) = stream.try_clone() {
+                        tracked.lock().unwrap().push(clone);
+                    }
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buffer = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buffer) {
+                            if n == 0 || to.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self {
+            port,
+            open,
+            streams,
+        }
+    }
+
+    /// The database is lost: every connection is cut, new ones are refused.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for stream in self.streams.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// The database is back.
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `url` with its host and port replaced by the proxy's.
+fn through(url: &str, proxy: &Proxy) -> String {
+    let (scheme, rest) = url.split_once("://").expect("scheme");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let user = authority.rsplit_once('@').map_or("", |(user, _)| user);
+    let at = if user.is_empty() { "" } else { "@" };
+    format!("{scheme}://{user}{at}127.0.0.1:{}/{path}", proxy.port)
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").expect("scheme").1;
+    let authority = rest.split('/').next().unwrap_or_default();
+    authority.rsplit('@').next().unwrap_or_default().to_owned()
+}
+
+fn readyz(pulse: &Pulse) -> (u16, String) {
+    let reply = client().get(pulse.url("/readyz")).send().expect("readyz");
+    (reply.status().as_u16(), reply.text().unwrap_or_default())
+}
+
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
+    let url = database();
+    let proxy = Proxy::to(host_port(&url));
+    proxy.cut();
+    let port = free_port();
+    let pulse = Pulse::spawn_on(
+        port,
+        &[
+            "--kube",
+            "off",
+            "--shutdown-delay",
+            "0s",
+            "--database-timeout",
+            "1s",
+        ],
+        &[("PULSE_DATABASE_URL", &through(&url, &proxy))],
+    );
+    pulse.wait_listening(Duration::from_secs(10));
+    let (status, body) = readyz(&pulse);
+    assert_eq!(status, 503);
+    assert!(body.contains("database unavailable"), "{body}");
+    // Liveness and the routes without the store are unaffected.
+    assert_eq!(get(&pulse, "/healthz").0, 200);
+    assert_eq!(get(&pulse, "/status/200").0, 200);
+    // Store routes: a quick, documented 503.
+    let started = Instant::now();
+    let reply = client().get(pulse.url("/api/users")).send().expect("GET");
+    assert_eq!(reply.status(), 503);
+    assert_eq!(reply.headers()["retry-after"], "1");
+    let body: Value = reply.json().expect("JSON error");
+    assert_eq!(body["error"], "the database is unavailable; retry shortly");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let errors = pulse
+        .scrape()
+        .value("api_errors_total", &[("error_type", "database")]);
+    assert!(errors >= 1.0);
+    // The database appears: migrated, ready and serving without a restart.
+    proxy.restore();
+    pulse.wait_ready_for(Duration::from_secs(30));
+    assert_eq!(create(&pulse, "late").0, 201);
+}
+
+#[test]
+fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_recovers() {
+    let url = database();
+    let proxy = Proxy::to(host_port(&url));
+    let pulse = Arc::new(start(&through(&url, &proxy), &["--database-timeout", "1s"]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (pulse, stop, acknowledged, statuses, slowest) = (
+                pulse.clone(),
+                stop.clone(),
+                acknowledged.clone(),
+                statuses.clone(),
+                slowest.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let (status, user) = create(&pulse, &format!("w{w}n{n}"));
+                    let took = started.elapsed();
+                    let mut slowest = slowest.lock().unwrap();
+                    *slowest = (*slowest).max(took);
+                    drop(slowest);
+                    if status == 201 {
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(user["id"].as_u64().unwrap());
+                    }
+                    statuses.lock().unwrap().push(status);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.cut();
+    wait_for("readiness 503", Duration::from_secs(10), || {
+        readyz(&pulse).0 == 503
+    });
+    assert!(readyz(&pulse).1.contains("database unavailable"));
+    assert_eq!(
+        get(&pulse, "/healthz").0,
+        200,
+        "liveness is not the database's"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.restore();
+    pulse.wait_ready_for(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+
+    let statuses = statuses.lock().unwrap().clone();
+    let unexpected: Vec<_> = statuses.iter().filter(|&&s| s != 201 && s != 503).collect();
+    assert!(
+        unexpected.is_empty(),
+        "statuses other than 201 and 503: {unexpected:?}"
+    );
+    assert!(statuses.contains(&503), "the cut was seen");
+    assert!(statuses.ends_with(&[201]), "recovered");
+    // No request waited much past the database timeout (1 s) plus a reconnect.
+    assert!(
+        *slowest.lock().unwrap() < Duration::from_secs(4),
+        "{:?}",
+        slowest.lock().unwrap()
+    );
+    // Every acknowledged write is there, on a fresh replica too.
+    let fresh = start(&url, &[]);
+    let (_, listed) = get(&fresh, "/api/users");
+    let stored: BTreeSet<u64> = listed["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["id"].as_u64())
+        .collect();
+    let acknowledged: BTreeSet<u64> = acknowledged.lock().unwrap().iter().copied().collect();
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+}
+
+#[test]
+fn a_bad_database_url_is_refused_at_start() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pulse"))
+        .args(["serve", "--kube", "off", "--database-url", "mysql://x@y/z"])
+        .output()
+        .expect("run pulse");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+}
