@@ -81,6 +81,7 @@ impl App {
                     args.database_pool_size,
                     args.database_timeout,
                     args.max_store_bytes,
+                    &metrics,
                 )
                 .map_err(|e| AppError::DatabaseUrl(e.to_string()))?,
             )),

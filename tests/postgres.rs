@@ -387,3 +387,62 @@ fn a_bad_database_url_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--database-url"), "{stderr}");
 }
+
+#[test]
+fn each_store_operation_is_a_client_span_of_its_request_and_a_measured_operation() {
+    use common::otlp::{self, hex, string};
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+
+    let url = database();
+    let (port, received) = otlp::receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut pulse = Pulse::start_with_env(
+        &["--kube", "off", "--shutdown-delay", "0s"],
+        &[
+            ("PULSE_DATABASE_URL", url.as_str()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ],
+    );
+    let (status, _) = create(&pulse, "secretname");
+    assert_eq!(status, 201);
+    assert_eq!(get(&pulse, "/api/users").0, 200);
+
+    let metrics = pulse.scrape();
+    for (operation, collection) in [("INSERT", "pulse_users"), ("SELECT", "pulse_users")] {
+        let labels = [("db_operation_name", operation), ("db_collection_name", collection)];
+        assert_eq!(
+            metrics.value("db_client_operation_duration_seconds_count", &labels),
+            1.0,
+            "{operation} {collection}"
+        );
+    }
+    assert_eq!(metrics.value("db_client_connection_max", &[]), 10.0);
+    assert_eq!(metrics.value("db_client_connection_pending_requests", &[]), 0.0);
+    let open = metrics.value("db_client_connection_count", &[("db_client_connection_state", "idle")])
+        + metrics.value("db_client_connection_count", &[("db_client_connection_state", "used")]);
+    assert!(open >= 1.0, "the pool holds a connection: {open}");
+
+    pulse.terminate();
+    std::thread::sleep(Duration::from_millis(200));
+    let spans = otlp::spans(&received);
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /api/users")
+        .expect("the request's server span");
+    let client = spans
+        .iter()
+        .find(|s| s.name == "INSERT pulse_users")
+        .expect("the operation's client span");
+    assert_eq!(client.kind, SpanKind::Client as i32);
+    assert_eq!(hex(&client.parent_span_id), hex(&server.span_id));
+    assert_eq!(hex(&client.trace_id), hex(&server.trace_id));
+    assert_eq!(string(client, "db.system.name"), Some("postgresql"));
+    assert_eq!(string(client, "db.operation.name"), Some("INSERT"));
+    assert_eq!(string(client, "db.collection.name"), Some("pulse_users"));
+    assert_eq!(string(client, "server.address"), Some("127.0.0.1"));
+    // No query parameters in any attribute.
+    let values = format!("{:?}", client.attributes);
+    assert!(!values.contains("secretname"), "{values}");
+    // The supervisor's background checks are not traced.
+    assert!(spans.iter().all(|s| s.name != "SELECT pulse_store"));
+}

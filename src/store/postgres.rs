@@ -18,11 +18,15 @@
 //!   store recovers by itself when the database is back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Acquire as _, Postgres, Transaction};
+
+use crate::telemetry::Metrics;
+use crate::telemetry::db::{DbTelemetry, PoolState};
 
 use super::{
     Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges, item_size, user_size,
@@ -55,6 +59,9 @@ pub struct PostgresStore {
     /// wait for the database).
     users: AtomicUsize,
     items: AtomicUsize,
+    /// Operations waiting for a free connection.
+    pending: Arc<AtomicI64>,
+    telemetry: DbTelemetry,
 }
 
 impl PostgresStore {
@@ -66,12 +73,18 @@ impl PostgresStore {
         pool_size: u32,
         timeout: Duration,
         max_bytes: usize,
+        metrics: &Metrics,
     ) -> Result<Self, DatabaseUrlError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| DatabaseUrlError(e.to_string()))?;
+        let server = (options.get_host().to_owned(), options.get_port());
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(timeout)
-            .connect_lazy(url)
-            .map_err(|e| DatabaseUrlError(e.to_string()))?;
+            .connect_lazy_with(options);
+        let pending = Arc::new(AtomicI64::new(0));
+        metrics.observe_db_pool(pool_gauges(pool.clone(), pool_size, pending.clone()));
         Ok(Self {
             pool,
             timeout,
@@ -79,6 +92,8 @@ impl PostgresStore {
             available: AtomicBool::new(false),
             users: AtomicUsize::new(0),
             items: AtomicUsize::new(0),
+            pending,
+            telemetry: DbTelemetry::new(metrics, server),
         })
     }
 
@@ -128,13 +143,20 @@ impl PostgresStore {
 
     async fn refresh_counts(&self) -> Result<(), StoreError> {
         let (users, items): (i64, i64) = self
-            .bounded("count", async {
-                sqlx::query_as(
+            .bounded(
+                Query {
+                    operation: "SELECT",
+                    collection: "pulse_store",
+                    traced: false,
+                },
+                async {
+                    sqlx::query_as(
                     "SELECT (SELECT count(*) FROM pulse_users), (SELECT count(*) FROM pulse_items)",
                 )
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.acquire().await?)
                 .await
-            })
+                },
+            )
             .await?;
         self.users.store(to_usize(users), Ordering::Relaxed);
         self.items.store(to_usize(items), Ordering::Relaxed);
@@ -143,18 +165,52 @@ impl PostgresStore {
 
     /// Runs `operation` within the timeout; a failure marks the store unavailable
     /// until the supervisor's next good check.
+    ///
+    /// A request's operation is a CLIENT span (child of the request's) and one
+    /// `db_client_operation_duration_seconds` observation; the supervisor's checks
+    /// are neither, so they do not drown the request path's in noise.
     async fn bounded<T>(
         &self,
-        what: &'static str,
+        query: Query,
         operation: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.timeout, operation).await {
+        let traced = query
+            .traced
+            .then(|| self.telemetry.start(query.operation, query.collection));
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, operation).await;
+        let error = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(error_type(err)),
+            Err(_) => Some("timeout"),
+        };
+        if let Some(span) = traced {
+            self.telemetry.end(
+                span,
+                query.operation,
+                query.collection,
+                started.elapsed(),
+                error,
+            );
+        }
+        let result = match outcome {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(err)) => unavailable(what, err),
-            Err(_) => unavailable(what, format!("no answer within {:?}", self.timeout)),
+            Ok(Err(err)) => unavailable(query.operation, err),
+            Err(_) => unavailable(
+                query.operation,
+                format!("no answer within {:?}", self.timeout),
+            ),
         };
         self.available.store(false, Ordering::Release);
         Err(result)
+    }
+
+    /// A connection from the pool, counted as waiting (`db_client_connection_pending_requests`)
+    /// until it is handed over.
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let _waited = Decrement(&self.pending);
+        self.pool.acquire().await
     }
 
     /// Adds `delta` bytes to the store's total within `tx`, unless that takes it
@@ -184,6 +240,42 @@ impl PostgresStore {
     }
 }
 
+/// Which statement an operation is (its main one), as the database conventions
+/// name it, and whether it is a request's (traced and measured).
+#[derive(Debug, Clone, Copy)]
+struct Query {
+    operation: &'static str,
+    collection: &'static str,
+    traced: bool,
+}
+
+const fn request(operation: &'static str, collection: &'static str) -> Query {
+    Query {
+        operation,
+        collection,
+        traced: true,
+    }
+}
+
+/// `error.type` of a failed operation: short, bounded names.
+fn error_type(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::PoolTimedOut => "pool_timeout",
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed => "connection",
+        sqlx::Error::Database(_) => "database",
+        _ => "other",
+    }
+}
+
+/// Decrements its counter when dropped (a wait that ended, however it ended).
+struct Decrement<'a>(&'a AtomicI64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What a failed database operation becomes: logged with its cause, answered 503.
 fn unavailable(what: &'static str, err: impl std::fmt::Display) -> StoreError {
     tracing::warn!(operation = what, error = %err, "database operation failed");
@@ -193,6 +285,24 @@ fn unavailable(what: &'static str, err: impl std::fmt::Display) -> StoreError {
 /// One less, never below zero (a refresh may have counted the row away already).
 fn decrement(count: &AtomicUsize) {
     let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+/// The pool's state, read at scrape time.
+fn pool_gauges(
+    pool: PgPool,
+    max: u32,
+    pending: Arc<AtomicI64>,
+) -> impl Fn() -> PoolState + Send + Sync + 'static {
+    move || {
+        let open = u64::from(pool.size());
+        let idle = pool.num_idle() as u64;
+        PoolState {
+            used: open.saturating_sub(idle),
+            idle,
+            max: u64::from(max),
+            pending: u64::try_from(pending.load(Ordering::Relaxed)).unwrap_or(0),
+        }
+    }
 }
 
 fn to_i64(n: usize) -> i64 {
@@ -231,9 +341,9 @@ struct Full;
 impl Store for PostgresStore {
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let rows = self
-            .bounded("list_users", async {
+            .bounded(request("SELECT", "pulse_users"), async {
                 sqlx::query_as("SELECT id, name, email FROM pulse_users ORDER BY id")
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.acquire().await?)
                     .await
             })
             .await?;
@@ -245,10 +355,10 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         let row = self
-            .bounded("get_user", async {
+            .bounded(request("SELECT", "pulse_users"), async {
                 sqlx::query_as("SELECT id, name, email FROM pulse_users WHERE id = $1")
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.acquire().await?)
                     .await
             })
             .await?;
@@ -258,8 +368,9 @@ impl Store for PostgresStore {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         let size = to_i64(user_size(&new.name, &new.email));
         let created = self
-            .bounded("create_user", async {
-                let mut tx = self.pool.begin().await?;
+            .bounded(request("INSERT", "pulse_users"), async {
+                let mut conn = self.acquire().await?;
+                let mut tx = conn.begin().await?;
                 if !self.reserve(&mut tx, size).await? {
                     return Ok(Err(Full));
                 }
@@ -287,8 +398,9 @@ impl Store for PostgresStore {
         let Some(id) = row_id(id) else {
             return Ok(None);
         };
-        self.bounded("update_user", async {
-            let mut tx = self.pool.begin().await?;
+        self.bounded(request("UPDATE", "pulse_users"), async {
+            let mut conn = self.acquire().await?;
+            let mut tx = conn.begin().await?;
             let current: Option<(String, String, i64)> = sqlx::query_as(
                 "SELECT name, email, bytes FROM pulse_users WHERE id = $1 FOR UPDATE",
             )
@@ -326,8 +438,9 @@ impl Store for PostgresStore {
             return Ok(false);
         };
         let deleted = self
-            .bounded("delete_user", async {
-                let mut tx = self.pool.begin().await?;
+            .bounded(request("DELETE", "pulse_users"), async {
+                let mut conn = self.acquire().await?;
+                let mut tx = conn.begin().await?;
                 let deleted: Option<(i64,)> =
                     sqlx::query_as("DELETE FROM pulse_users WHERE id = $1 RETURNING bytes")
                         .bind(id)
@@ -349,9 +462,9 @@ impl Store for PostgresStore {
 
     async fn list_items(&self) -> Result<Vec<Item>, StoreError> {
         let rows = self
-            .bounded("list_items", async {
+            .bounded(request("SELECT", "pulse_items"), async {
                 sqlx::query_as("SELECT key, value FROM pulse_items ORDER BY key COLLATE \"C\"")
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.acquire().await?)
                     .await
             })
             .await?;
@@ -360,10 +473,10 @@ impl Store for PostgresStore {
 
     async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError> {
         let row = self
-            .bounded("get_item", async {
+            .bounded(request("SELECT", "pulse_items"), async {
                 sqlx::query_as("SELECT key, value FROM pulse_items WHERE key = $1")
                     .bind(key)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.acquire().await?)
                     .await
             })
             .await?;
@@ -374,8 +487,9 @@ impl Store for PostgresStore {
         let size = to_i64(item_size(&new.key, &new.value));
         let text = new.value.to_string();
         let put = self
-            .bounded("put_item", async {
-                let mut tx = self.pool.begin().await?;
+            .bounded(request("INSERT", "pulse_items"), async {
+                let mut conn = self.acquire().await?;
+                let mut tx = conn.begin().await?;
                 // Two writers of one new key must not both count it as new.
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                     .bind(&new.key)
@@ -416,8 +530,9 @@ impl Store for PostgresStore {
 
     async fn delete_item(&self, key: &str) -> Result<bool, StoreError> {
         let deleted = self
-            .bounded("delete_item", async {
-                let mut tx = self.pool.begin().await?;
+            .bounded(request("DELETE", "pulse_items"), async {
+                let mut conn = self.acquire().await?;
+                let mut tx = conn.begin().await?;
                 let deleted: Option<(i64,)> =
                     sqlx::query_as("DELETE FROM pulse_items WHERE key = $1 RETURNING bytes")
                         .bind(key)

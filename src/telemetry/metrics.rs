@@ -108,6 +108,9 @@ pub struct Metrics {
     client_duration: Histogram<f64>,
     /// The exemplars of `http_request_duration_seconds`, per series.
     pub(super) exemplars: ExemplarStore,
+    /// `db_client_operation_duration_seconds{db_operation_name, db_collection_name}`:
+    /// the PostgreSQL store's operations (telemetry/db.rs).
+    pub(super) db_duration: Histogram<f64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,6 +225,15 @@ impl Metrics {
                 .with_description("Numeric runtime settings in force, by setting")
                 .build(),
             exemplars: ExemplarStore::default(),
+            // OpenTelemetry's `db.client.operation.duration`, as the exporter names it.
+            db_duration: meter
+                .f64_histogram("db_client_operation_duration")
+                .with_unit("s")
+                .with_description(
+                    "Duration of database operations (the PostgreSQL store) in seconds",
+                )
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
             meter,
         }
     }
@@ -312,6 +324,43 @@ impl Metrics {
                     &[KeyValue::new("reason", "export_failed")],
                 );
             })
+            .build();
+    }
+
+    /// The database pool's gauges, read at scrape time: `db_client_connection_count{
+    /// db_client_connection_state="used"|"idle"}`, `db_client_connection_max`,
+    /// `db_client_connection_pending_requests`.
+    pub fn observe_db_pool(
+        &self,
+        state: impl Fn() -> super::db::PoolState + Send + Sync + 'static,
+    ) {
+        let state = Arc::new(state);
+        let count = Arc::clone(&state);
+        self.meter
+            .u64_observable_gauge("db_client_connection_count")
+            .with_description("Database connections open, by state (used or idle)")
+            .with_callback(move |observer| {
+                let now = count();
+                observer.observe(
+                    now.used,
+                    &[KeyValue::new("db.client.connection.state", "used")],
+                );
+                observer.observe(
+                    now.idle,
+                    &[KeyValue::new("db.client.connection.state", "idle")],
+                );
+            })
+            .build();
+        let max = Arc::clone(&state);
+        self.meter
+            .u64_observable_gauge("db_client_connection_max")
+            .with_description("Most database connections the pool may open (--database-pool-size)")
+            .with_callback(move |observer| observer.observe(max().max, &[]))
+            .build();
+        self.meter
+            .u64_observable_gauge("db_client_connection_pending_requests")
+            .with_description("Store operations waiting for a free database connection")
+            .with_callback(move |observer| observer.observe(state().pending, &[]))
             .build();
     }
 

@@ -4,6 +4,7 @@
 //! to build a router (tests build many), while [`init_tracing`] installs the
 //! global subscriber, tracer provider and propagator once, in the binary.
 
+pub mod db;
 pub mod exemplars;
 pub mod export;
 pub mod labels;

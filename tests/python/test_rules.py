@@ -15,7 +15,7 @@ EXPECTED_ALERTS = {
     "PulseDown", "HighErrorRate", "HighLatencyP95", "PulseSaturated",
     "PulseAvailabilityBurnRateFast", "PulseAvailabilityBurnRateSlow",
     "PulseLatencyBurnRateFast", "PulseLatencyBurnRateSlow",
-    "PulseErrorBudgetExhausted", "PulseSLIAbsent",
+    "PulseErrorBudgetExhausted", "PulseSLIAbsent", "PulseDatabaseErrors",
 }
 
 
@@ -64,6 +64,7 @@ def test_each_alert_has_a_firing_and_a_silent_case():
     # 1 % errors fit a 98 % objective: the budget is not spent.
     ({"slo": {"availability": {"objective": 0.98}}}, "PulseErrorBudgetExhausted"),
     ({"prometheusRule": {"alerts": {"sliAbsentFor": "20m"}}}, "PulseSLIAbsent"),
+    ({"prometheusRule": {"alerts": {"databaseErrorsThreshold": 100}}}, "PulseDatabaseErrors"),
 ])
 def test_the_unit_tests_notice_changed_thresholds(values, broken, tmp_path):
     # The minute-resolution file has a firing case for each of these; the day-long file is not needed.
