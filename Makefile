@@ -83,7 +83,7 @@ $(QUERY_GRAMMARS): tests/queries/package-lock.json
 
 test-python: deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(QUERY_GRAMMARS) ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
 	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
-	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest -q tests/python
+	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh $(VENV)/bin/python -m pytest -q tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------
 

@@ -117,6 +117,17 @@ class PulseProcess(Pulse):
         self.start()
 
 
+def fresh_database() -> str:
+    """A new database on the test PostgreSQL server (`make test` starts one: scripts/with-postgres.sh,
+    which sets PULSE_TEST_DATABASE_URL); its URL."""
+    server = os.environ.get("PULSE_TEST_DATABASE_URL")
+    assert server, "PULSE_TEST_DATABASE_URL unset: run the Python tests through `make test` (scripts/with-postgres.sh)"
+    name = f"pulse_py_{os.getpid()}_{int(time.monotonic() * 1000)}"
+    subprocess.run(["psql", server, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    base, _, _ = server.rpartition("/")
+    return f"{base}/{name}"
+
+
 @pytest.fixture(scope="session")
 def pulse():
     server = PulseProcess()

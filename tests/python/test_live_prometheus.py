@@ -29,7 +29,7 @@ from pathlib import Path
 import pulsechart as pc
 import pytest
 import yaml
-from conftest import Pulse, PulseProcess, free_port, seed
+from conftest import Pulse, PulseProcess, free_port, fresh_database, seed
 from dashboards import all_values, expressions, load_all, substitute
 from rules import rule_spec, write_rule_file
 
@@ -166,7 +166,9 @@ def stack(tmp_path_factory):
 
     # The chart gives Pulse its node's name through the downward API (NODE_NAME = spec.nodeName, which
     # is the node's hostname, as node-exporter's node_uname_info reports it).
-    pulse = PulseProcess(env={"NODE_NAME": os.uname().nodename, "POD_NAME": POD, "POD_NAMESPACE": NAMESPACE})
+    # On PostgreSQL, so the runtime dashboard's database row has data (a database of its own).
+    pulse = PulseProcess(env={"NODE_NAME": os.uname().nodename, "POD_NAME": POD, "POD_NAMESPACE": NAMESPACE,
+                              "PULSE_DATABASE_URL": fresh_database()})
     pulse_target = pulse.base.removeprefix("http://")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
