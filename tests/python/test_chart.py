@@ -432,8 +432,7 @@ def test_kind_values_wire_grafana_login_through_a_generated_secret():
     objects = pc.render_objects(values, name="pulse", chart=pc.STACK)
     kps = yaml.safe_load((pc.STACK / "values.yaml").read_text())["kube-prometheus-stack"]
     admin = kps["grafana"]["admin"]
-    secret = one(objects, "Secret")
-    assert secret["metadata"]["name"] == admin["existingSecret"]
+    (secret,) = [o for o in kinds(objects, "Secret") if o["metadata"]["name"] == admin["existingSecret"]]
     assert set(secret["data"]) == {admin["userKey"], admin["passwordKey"]}
     import base64
     password = base64.b64decode(secret["data"][admin["passwordKey"]]).decode()
@@ -584,7 +583,8 @@ def test_renders_take_this_repositorys_templates_whatever_dependency_build_left(
     (repo / "pulse-stack" / "Chart.lock").write_text("dependencies: []\n")
     rendered = pc.render(pc.load_values("kind"), chart=repo / "pulse-stack")
     assert not [path for path in rendered if "kube-prometheus-stack" in path]
-    assert {s["metadata"]["name"] for s in kinds(pc.objects_of(rendered), "Service")} == {"pulse", "pulse-pulse-backend"}
+    services = {s["metadata"]["name"] for s in kinds(pc.objects_of(rendered), "Service")}
+    assert services == {"pulse", "pulse-pulse-backend", "pulse-postgresql"}
     for path in ["charts/pulse-stack/charts/kube-prometheus-stack-88.5.3.tgz", "charts/pulse-stack/Chart.lock",
                  "charts/pulse-stack/charts/pulse-0.1.0.tgz", "charts/pulse/charts/x.tgz"]:
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
@@ -814,3 +814,52 @@ def test_dockerfile_runs_as_a_fixed_non_root_uid_with_a_probe_healthcheck():
     uid = yaml.safe_load((pc.CHART / "values.yaml").read_text())["securityContext"]["runAsUser"]
     assert int(user[1]) == uid, "the chart's runAsUser is the image's user"
     assert re.search(r'^HEALTHCHECK .*/pulse", "probe"', final_stage, re.M)
+
+
+def database_env(objects, name="pulse"):
+    env = {e["name"]: e for e in container(pulse_deployment(objects, name))["env"]}
+    return env.get("PULSE_DATABASE_URL")
+
+
+def test_the_bundled_postgresql_is_pulses_alone_and_pulse_reads_its_url_from_the_secret():
+    objects = pc.render_objects({"postgresql": {"enabled": True}})
+    (secret,) = [o for o in kinds(objects, "Secret") if o["metadata"]["name"] == "pulse-postgresql"]
+    (statefulset,) = kinds(objects, "StatefulSet")
+    (service,) = [o for o in kinds(objects, "Service") if o["metadata"]["name"] == "pulse-postgresql"]
+    ref = database_env(objects)["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "uri"}
+    import base64
+    uri = base64.b64decode(secret["data"]["uri"]).decode()
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) >= 24
+    assert uri == f"postgres://pulse:{password}@{service['metadata']['name']}:5432/pulse"
+    # The database's pods are selected by its own Service, never by Pulse's selectors.
+    pg_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert all(pg_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    pulse_selector = pulse_deployment(objects)["spec"]["selector"]["matchLabels"]
+    assert not all(pg_labels.get(k) == v for k, v in pulse_selector.items())
+    # Only Pulse's pods may connect, on the database port.
+    (policy,) = [o for o in kinds(objects, "NetworkPolicy") if o["metadata"]["name"] == "pulse-postgresql"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": pulse_selector}}]
+    assert rule["ports"] == [{"port": "postgresql", "protocol": "TCP"}]
+    # Data on a volume of its own; the password from the Secret, never inline.
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    pg_env = {e["name"]: e for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "POSTGRES_PASSWORD" not in pg_env and pg_env["POSTGRES_PASSWORD_FILE"]["value"].startswith("/etc/postgresql-secret/")
+
+
+def test_pulse_uses_a_database_of_your_own_from_its_secret_or_none():
+    objects = pc.render_objects({"database": {"existingSecret": "shop-db-app", "existingSecretKey": "uri"}})
+    assert database_env(objects)["valueFrom"]["secretKeyRef"] == {"name": "shop-db-app", "key": "uri"}
+    assert not kinds(objects, "StatefulSet")
+    assert database_env(pc.render_objects({})) is None, "in memory by default"
+
+
+def test_the_kind_lab_runs_two_replicas_on_the_bundled_postgresql():
+    objects = pc.objects_of(pc.render_set("kind"))
+    deployment = pulse_deployment(objects)
+    assert deployment["spec"]["replicas"] >= 2
+    assert database_env(objects)["valueFrom"]["secretKeyRef"]["key"] == "uri"
+    assert [s["metadata"]["name"] for s in kinds(objects, "StatefulSet") if "postgresql" in s["metadata"]["name"]]

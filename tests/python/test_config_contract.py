@@ -44,6 +44,8 @@ CONFIG = {
     "faultDelayMaxMs": ("PULSE_FAULT_DELAY_MAX", lambda v: f"{v}ms"),
     "backendTimeoutSeconds": ("PULSE_BACKEND_TIMEOUT", lambda v: f"{v}s"),
     "backendMaxHops": ("PULSE_BACKEND_MAX_HOPS", str),
+    "databasePoolSize": ("PULSE_DATABASE_POOL_SIZE", str),
+    "databaseTimeoutSeconds": ("PULSE_DATABASE_TIMEOUT", lambda v: f"{v}s"),
 }
 # Variables whose chart default differs from the binary's on purpose.
 ON_PURPOSE = {

@@ -130,3 +130,41 @@ global.otelCollector.enabled (charts/pulse-stack turns the collector on with tha
 {{- required "global.otelCollector.endpoint is required when global.otelCollector.enabled" (dig "endpoint" "" $collector) }}
 {{- end }}
 {{- end }}
+
+{{/* The bundled PostgreSQL (postgresql.enabled): its name, and labels that are not Pulse's selector. */}}
+{{- define "pulse.postgresqlName" -}}
+{{- printf "%s-postgresql" (include "pulse.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pulse.postgresqlSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pulse.name" . }}-postgresql
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pulse.postgresqlLabels" -}}
+helm.sh/chart: {{ include "pulse.chart" . }}
+{{ include "pulse.postgresqlSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.postgresql.image.tag | quote }}
+app.kubernetes.io/component: database
+app.kubernetes.io/part-of: pulse
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret and key holding Pulse's database URL: the bundled PostgreSQL's, or
+database.existingSecret's; empty when Pulse keeps its data in memory.
+*/}}
+{{- define "pulse.databaseSecret" -}}
+{{- if .Values.postgresql.enabled }}
+{{- include "pulse.postgresqlName" . }}
+{{- else if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "pulse.databaseSecretKey" -}}
+{{- if .Values.postgresql.enabled }}uri{{ else }}{{ .Values.database.existingSecretKey }}{{ end }}
+{{- end }}
