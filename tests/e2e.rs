@@ -135,6 +135,53 @@ impl Lab {
         )
     }
 
+    /// POST a JSON body through a port-forward to `pod:port`.
+    async fn forward_post(
+        &self,
+        pod: &str,
+        port: u16,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut forwarder = self.api::<Pod>().portforward(pod, &[port]).await.unwrap();
+        let stream = forwarder.take_stream(port).unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::post(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Every running, ready pod matching `selector`.
+    async fn ready_pods(&self, selector: &str) -> Vec<String> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
+        pods.items
+            .into_iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
     /// GET through the API server's service proxy: routed like in-cluster traffic, to ready pods.
     async fn service_get(&self, service: &str, path: &str) -> Result<StatusCode, kube::Error> {
         let uri = format!(
@@ -393,6 +440,35 @@ async fn the_lab_pulse_calls_its_backend_pulse_in_another_pod() {
         Value::Null,
         "the backend ends the chain"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
+async fn both_replicas_tell_the_same_story_from_the_bundled_postgresql() {
+    let lab = lab().await;
+    let pods = lab.ready_pods(&lab.server_selector()).await;
+    let [first, second, ..] = pods.as_slice() else {
+        panic!("the lab runs two Pulse replicas, found {pods:?}");
+    };
+    let (status, created) = lab
+        .forward_post(
+            first,
+            8080,
+            "/api/users",
+            &json!({"name": "e2e", "email": "e2e@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    let (status, read) = lab
+        .forward_get(second, 8080, &format!("/api/users/{id}"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "written on {first}, read on {second}"
+    );
+    assert_eq!(read, created);
 }
 
 #[tokio::test]

@@ -409,7 +409,10 @@ fn each_store_operation_is_a_client_span_of_its_request_and_a_measured_operation
 
     let metrics = pulse.scrape();
     for (operation, collection) in [("INSERT", "pulse_users"), ("SELECT", "pulse_users")] {
-        let labels = [("db_operation_name", operation), ("db_collection_name", collection)];
+        let labels = [
+            ("db_operation_name", operation),
+            ("db_collection_name", collection),
+        ];
         assert_eq!(
             metrics.value("db_client_operation_duration_seconds_count", &labels),
             1.0,
@@ -417,9 +420,17 @@ fn each_store_operation_is_a_client_span_of_its_request_and_a_measured_operation
         );
     }
     assert_eq!(metrics.value("db_client_connection_max", &[]), 10.0);
-    assert_eq!(metrics.value("db_client_connection_pending_requests", &[]), 0.0);
-    let open = metrics.value("db_client_connection_count", &[("db_client_connection_state", "idle")])
-        + metrics.value("db_client_connection_count", &[("db_client_connection_state", "used")]);
+    assert_eq!(
+        metrics.value("db_client_connection_pending_requests", &[]),
+        0.0
+    );
+    let open = metrics.value(
+        "db_client_connection_count",
+        &[("db_client_connection_state", "idle")],
+    ) + metrics.value(
+        "db_client_connection_count",
+        &[("db_client_connection_state", "used")],
+    );
     assert!(open >= 1.0, "the pool holds a connection: {open}");
 
     pulse.terminate();
