@@ -270,6 +270,17 @@ impl Server {
     /// is given (the path of its output file), waits until it serves, seeds Pulse's
     /// store and checks the `/api/users` body.
     fn start(variant: Variant, bare: &Path, callgrind: Option<&Path>) -> Self {
+        Self::start_on(variant, bare, callgrind, None)
+    }
+
+    /// Like [`Server::start`], with users and items in the PostgreSQL `database`
+    /// names (a URL), when given.
+    fn start_on(
+        variant: Variant,
+        bare: &Path,
+        callgrind: Option<&Path>,
+        database: Option<&str>,
+    ) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temporary directory");
         let (program, args) = variant.command_line(port, bare);
@@ -292,6 +303,9 @@ impl Server {
             if name.starts_with("PULSE_") || name.starts_with("OTEL_") || name == "RUST_LOG" {
                 command.env_remove(name);
             }
+        }
+        if let Some(url) = database {
+            command.env("PULSE_DATABASE_URL", url);
         }
         command
             .args(args)
@@ -370,6 +384,11 @@ impl Server {
 
     /// Saturates `/api/users` for `seconds`; returns (requests/s, p99 ms, requests).
     fn saturate(&self, seconds: u64) -> (f64, f64, u64) {
+        self.saturate_with("users", seconds)
+    }
+
+    /// Saturates the server with `pulse load --mix mix` for `seconds`.
+    fn saturate_with(&self, mix: &str, seconds: u64) -> (f64, f64, u64) {
         let out = Command::new(PULSE)
             .args([
                 "load",
@@ -380,7 +399,7 @@ impl Server {
                 "--concurrency",
                 CONCURRENCY,
                 "--mix",
-                "users",
+                mix,
                 "--output",
                 "json",
                 "--duration",
@@ -521,6 +540,86 @@ fn thousands(value: f64) -> String {
     }
 }
 
+/// A fresh, empty database on the benchmark's PostgreSQL server (`make bench` starts
+/// a private one: scripts/with-postgres.sh); its URL.
+fn fresh_database(server: &str, n: usize) -> String {
+    let name = format!("pulse_bench_{}_{n}", std::process::id());
+    let done = Command::new("psql")
+        .args([server, "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql");
+    assert!(
+        done.status.success(),
+        "CREATE DATABASE: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let (base, _) = server.rsplit_once('/').expect("a database URL");
+    format!("{base}/{name}")
+}
+
+/// The stores compared: in memory (the default) and PostgreSQL.
+const STORES: [&str; 2] = ["in memory", "PostgreSQL"];
+/// The workloads: reading the 20 users, creating users.
+const WORKLOADS: [(&str, &str); 2] = [
+    ("users", "`GET /api/users`"),
+    ("create", "`POST /api/users`"),
+];
+
+/// Pulse at its defaults on each store, interleaved rounds; per workload and store
+/// the rates, p99s and (PostgreSQL only) the per-round ratios to memory.
+fn compare_stores(server: &str, bare: &Path, rounds: u64, seconds: u64) -> String {
+    let mut rates: [[Vec<f64>; 2]; 2] = Default::default();
+    let mut p99s: [[Vec<f64>; 2]; 2] = Default::default();
+    let mut ratios = [const { Vec::new() }; 2];
+    let mut databases = 0;
+    for round in 0..rounds {
+        let mut order = [0, 1];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut measured = [[0.0; 2]; 2];
+        for store in order {
+            let database = (store == 1).then(|| {
+                databases += 1;
+                fresh_database(server, databases)
+            });
+            let pulse = Server::start_on(Variant::Defaults, bare, None, database.as_deref());
+            pulse.saturate(1); // warm-up: connections, pool, caches
+            for (w, (mix, label)) in WORKLOADS.iter().enumerate() {
+                let (rate, p99, _) = pulse.saturate_with(mix, seconds);
+                measured[w][store] = rate;
+                rates[w][store].push(rate);
+                p99s[w][store].push(p99);
+                eprintln!(
+                    "  round {}: {:<11} {label:<20} {rate:>9.0} req/s  p99 {p99:.2} ms",
+                    round + 1,
+                    STORES[store]
+                );
+            }
+        }
+        for w in 0..2 {
+            ratios[w].push(measured[w][1] / measured[w][0]);
+        }
+    }
+    let mut table = format!(
+        "\nThe stores, Pulse at its defaults (`pulse load --rate 0 --concurrency {CONCURRENCY}`, \
+         {rounds} interleaved rounds of {seconds} s; PostgreSQL from `scripts/with-postgres.sh` on \
+         this machine, fsync off, so an upper bound):\n\n"
+    );
+    table += "| workload | in memory req/s | p99 | PostgreSQL req/s | p99 | PostgreSQL × memory (median of per-round ratios) |\n|---|---|---|---|---|---|\n";
+    for (w, (_, label)) in WORKLOADS.iter().enumerate() {
+        table += &format!(
+            "| {label} | {:.0} | {:.2} ms | {:.0} | {:.2} ms | {:.2} |\n",
+            median(rates[w][0].clone()),
+            median(p99s[w][0].clone()),
+            median(rates[w][1].clone()),
+            median(p99s[w][1].clone()),
+            median(ratios[w].clone())
+        );
+    }
+    table
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` (make test) does not: there,
     // only check that the benchmark builds.
@@ -649,6 +748,13 @@ fn main() {
             median(ratios[i].clone()),
             median(p99s[i].clone())
         );
+    }
+
+    match std::env::var("PULSE_TEST_DATABASE_URL") {
+        Ok(server) if !server.is_empty() => {
+            table += &compare_stores(&server, &bare, rounds, seconds)
+        }
+        _ => table += "\nThe stores: (no PostgreSQL: run `make bench`, which starts one)\n",
     }
 
     if let Some(counts) = &instructions {

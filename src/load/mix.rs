@@ -15,6 +15,9 @@ pub enum Mix {
     Default,
     /// Only `GET /api/users`: the benchmark workload.
     Users,
+    /// Only `POST /api/users`, each a new user: the store's write path (the benchmark's
+    /// write workload).
+    Create,
     /// An alert drill: 10% `/api/error` and 5% slow requests.
     Errors,
 }
@@ -116,6 +119,13 @@ impl Generator {
     pub fn next(&self, rng: &mut impl Rng) -> Planned {
         match self.mix {
             Mix::Users => Planned::get("/api/users"),
+            Mix::Create => {
+                let id = self.created.fetch_add(1, Ordering::Relaxed) + 1;
+                Planned::with(
+                    reqwest::Method::POST,
+                    format!("/api/users?name=User{id}&email=user{id}@example.com"),
+                )
+            }
             Mix::Default => self.pick(rng),
             Mix::Errors => match rng.random_range(0..100) {
                 0..10 => Planned::get("/api/error"),
@@ -226,6 +236,24 @@ mod tests {
             share("/api/backend")
         );
         assert!(picks.iter().any(|p| p.json.is_some()));
+    }
+
+    #[test]
+    fn the_create_mix_creates_a_new_user_each_time() {
+        let mut rng = rand::rng();
+        let generator = Generator::new(Mix::Create);
+        let (first, second) = (generator.next(&mut rng), generator.next(&mut rng));
+        assert_eq!(first.method, reqwest::Method::POST);
+        assert!(
+            first.path.starts_with("/api/users?name=User1&"),
+            "{}",
+            first.path
+        );
+        assert!(
+            second.path.starts_with("/api/users?name=User2&"),
+            "{}",
+            second.path
+        );
     }
 
     #[test]
