@@ -45,13 +45,21 @@ trap stop EXIT
 "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U pulse -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 ||
   { cat "$dir/initdb.log" >&2; exit 1; }
 # Loopback only, no Unix socket outside the temporary directory, and settings for a throwaway
-# server: no durability waits, many connections (each test process has its pool).
-"${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-  -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=300" \
-  start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+# server: no durability waits, many connections (each test process has its pool). In the server's
+# own configuration, so a test that stops and starts it (PULSE_TEST_PG_CTL) gets them again.
+"${run_as[@]}" sh -c "cat >> '$dir/data/postgresql.conf'" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+fsync = off
+synchronous_commit = off
+max_connections = 300
+CONF
+"${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 start >/dev/null ||
+  { cat "$dir/server.log" >&2; exit 1; }
 
 export PULSE_TEST_DATABASE_URL="postgres://pulse@127.0.0.1:$port/postgres"
-# Lets the failure tests stop and start this very server.
-export PULSE_TEST_PG_CTL="${run_as[*]} $bin/pg_ctl -D $dir/data"
+# Lets the failure tests stop and start this very server: `$PULSE_TEST_PG_CTL stop|start`.
+export PULSE_TEST_PG_CTL="${run_as[*]} $bin/pg_ctl -D $dir/data -l $dir/server.log -w"
 echo "with-postgres: PostgreSQL $("$bin/pg_ctl" --version | awk '{print $3}') on 127.0.0.1:$port (data in $dir)"
 "$@"

@@ -4,7 +4,8 @@
 //! holds, and the failure behaviour — database missing at start, lost while
 //! serving under load, back again — is what the README promises. Losing the
 //! database is simulated with a TCP proxy between Pulse and PostgreSQL that can
-//! refuse and cut connections, as a network partition or a failover would.
+//! refuse and cut connections, as a network partition or a failover would; and
+//! the test server itself is stopped and started again under load.
 
 mod common;
 
@@ -17,6 +18,14 @@ use std::time::{Duration, Instant};
 
 use common::{Pulse, client, free_port};
 use serde_json::{Value, json};
+
+/// The test server is shared by the tests of this file, which run in parallel;
+/// the one that stops and restarts it runs alone (it takes this for writing).
+static SERVER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    SERVER.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A new database on the test server, as a URL.
 fn database() -> String {
@@ -49,6 +58,7 @@ fn get(pulse: &Pulse, path: &str) -> (u16, Value) {
 
 #[test]
 fn two_replicas_on_one_database_see_each_others_writes() {
+    let _server = shared();
     let url = database();
     let (a, b) = (start(&url, &[]), start(&url, &[]));
     let (status, created) = create(&a, "ada");
@@ -75,6 +85,7 @@ fn two_replicas_on_one_database_see_each_others_writes() {
 
 #[test]
 fn data_outlives_a_restart() {
+    let _server = shared();
     let url = database();
     let mut pulse = start(&url, &[]);
     let (_, created) = create(&pulse, "grace");
@@ -89,6 +100,7 @@ fn data_outlives_a_restart() {
 
 #[test]
 fn concurrent_creates_on_two_replicas_never_share_an_id() {
+    let _server = shared();
     let url = database();
     let replicas = Arc::new([start(&url, &[]), start(&url, &[])]);
     let ids = Arc::new(Mutex::new(Vec::new()));
@@ -116,6 +128,7 @@ fn concurrent_creates_on_two_replicas_never_share_an_id() {
 
 #[test]
 fn the_store_limit_holds_across_replicas() {
+    let _server = shared();
     let url = database();
     // Room for about three users of ~90 bytes each (64 of overhead plus the text).
     let (a, b) = (
@@ -245,6 +258,7 @@ fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
+    let _server = shared();
     let url = database();
     let proxy = Proxy::to(host_port(&url));
     proxy.cut();
@@ -292,9 +306,54 @@ fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
 
 #[test]
 fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_recovers() {
+    let _server = shared();
     let url = database();
     let proxy = Proxy::to(host_port(&url));
-    let pulse = Arc::new(start(&through(&url, &proxy), &["--database-timeout", "1s"]));
+    under_load_the_database_goes_and_comes_back(
+        &through(&url, &proxy),
+        &url,
+        || proxy.cut(),
+        || proxy.restore(),
+    );
+}
+
+#[test]
+fn stopping_and_restarting_the_database_under_load_answers_503_and_loses_no_acknowledged_write() {
+    let _alone = SERVER.write().unwrap_or_else(|p| p.into_inner());
+    let pg_ctl = std::env::var("PULSE_TEST_PG_CTL")
+        .expect("PULSE_TEST_PG_CTL: run through `make test` (scripts/with-postgres.sh)");
+    let control = |action: &str| {
+        let done = std::process::Command::new("sh")
+            .args(["-c", &format!("{pg_ctl} {action}")])
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            done.status.success(),
+            "pg_ctl {action}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    };
+    let url = database();
+    // A fast shutdown: sessions are ended and open transactions rolled back, as in a failover.
+    under_load_the_database_goes_and_comes_back(
+        &url,
+        &url,
+        || control("stop -m fast"),
+        || control("start"),
+    );
+}
+
+/// Writers hammer a Pulse on `pulse_url` while `lose` takes the database away and
+/// `restore` brings it back; then every answer was a 201 or a documented 503, no
+/// request waited much past the database timeout, readiness went 503 and back, and
+/// every acknowledged write is in the database (`url`, read by a fresh Pulse).
+fn under_load_the_database_goes_and_comes_back(
+    pulse_url: &str,
+    url: &str,
+    lose: impl Fn(),
+    restore: impl Fn(),
+) {
+    let pulse = Arc::new(start(pulse_url, &["--database-timeout", "1s"]));
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let statuses = Arc::new(Mutex::new(Vec::new()));
@@ -330,7 +389,7 @@ fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_re
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
-    proxy.cut();
+    lose();
     wait_for("readiness 503", Duration::from_secs(10), || {
         readyz(&pulse).0 == 503
     });
@@ -341,7 +400,7 @@ fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_re
         "liveness is not the database's"
     );
     std::thread::sleep(Duration::from_secs(2));
-    proxy.restore();
+    restore();
     pulse.wait_ready_for(Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
@@ -364,7 +423,7 @@ fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_re
         slowest.lock().unwrap()
     );
     // Every acknowledged write is there, on a fresh replica too.
-    let fresh = start(&url, &[]);
+    let fresh = start(url, &[]);
     let (_, listed) = get(&fresh, "/api/users");
     let stored: BTreeSet<u64> = listed["users"]
         .as_array()
@@ -379,6 +438,7 @@ fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_re
 
 #[test]
 fn a_bad_database_url_is_refused_at_start() {
+    let _server = shared();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pulse"))
         .args(["serve", "--kube", "off", "--database-url", "mysql://x@y/z"])
         .output()
@@ -390,6 +450,7 @@ fn a_bad_database_url_is_refused_at_start() {
 
 #[test]
 fn each_store_operation_is_a_client_span_of_its_request_and_a_measured_operation() {
+    let _server = shared();
     use common::otlp::{self, hex, string};
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
