@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -75,20 +75,10 @@ impl Lab {
 
     /// A running, ready pod matching `selector`.
     async fn pod(&self, selector: &str) -> String {
-        let pods = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(selector))
+        self.ready_pods(selector)
             .await
-            .unwrap();
-        pods.items
             .into_iter()
-            .find(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .and_then(|p| p.metadata.name)
+            .next()
             .unwrap_or_else(|| panic!("no ready pod for {selector}"))
     }
 
@@ -112,27 +102,11 @@ impl Lab {
         path: &str,
         auth: Option<&str>,
     ) -> (StatusCode, http::HeaderMap, Value) {
-        let mut forwarder = self.api::<Pod>().portforward(pod, &[port]).await.unwrap();
-        let stream = forwarder.take_stream(port).unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let mut request = Request::get(path).header("host", "localhost");
+        let mut request = Request::get(path);
         if let Some(auth) = auth {
             request = request.header("authorization", auth);
         }
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        (
-            parts.status,
-            parts.headers,
-            serde_json::from_slice(&body).unwrap_or(Value::Null),
-        )
+        self.send(pod, port, request, Bytes::new()).await
     }
 
     /// POST a JSON body through a port-forward to `pod:port`.
@@ -143,22 +117,38 @@ impl Lab {
         path: &str,
         body: &Value,
     ) -> (StatusCode, Value) {
+        let request = Request::post(path).header("content-type", "application/json");
+        let (status, _, answer) = self
+            .send(pod, port, request, Bytes::from(body.to_string()))
+            .await;
+        (status, answer)
+    }
+
+    /// Sends one request through a port-forward to `pod:port`; the answer as JSON
+    /// (`null` when it is not).
+    async fn send(
+        &self,
+        pod: &str,
+        port: u16,
+        request: http::request::Builder,
+        body: Bytes,
+    ) -> (StatusCode, http::HeaderMap, Value) {
         let mut forwarder = self.api::<Pod>().portforward(pod, &[port]).await.unwrap();
         let stream = forwarder.take_stream(port).unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(connection);
-        let request = Request::post(path)
+        let request = request
             .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(body))
             .unwrap();
         let response = sender.send_request(request).await.unwrap();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         (
             parts.status,
+            parts.headers,
             serde_json::from_slice(&body).unwrap_or(Value::Null),
         )
     }

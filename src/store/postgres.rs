@@ -233,6 +233,40 @@ impl PostgresStore {
         Ok(row.is_some())
     }
 
+    /// Deletes one row of `collection` (`sql` returns its bytes, bound to `key`),
+    /// frees its bytes, and counts it out of `count`; `false` when there was none.
+    async fn delete<'k, K>(
+        &self,
+        collection: &'static str,
+        sql: &'static str,
+        key: K,
+        count: &AtomicUsize,
+    ) -> Result<bool, StoreError>
+    where
+        K: sqlx::Encode<'k, Postgres> + sqlx::Type<Postgres> + Send + 'k,
+    {
+        let deleted = self
+            .bounded(request("DELETE", collection), async {
+                let mut conn = self.acquire().await?;
+                let mut tx = conn.begin().await?;
+                let deleted: Option<(i64,)> = sqlx::query_as(sql)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((bytes,)) = deleted else {
+                    return Ok(false);
+                };
+                self.reserve(&mut tx, -bytes).await?;
+                tx.commit().await?;
+                Ok(true)
+            })
+            .await?;
+        if deleted {
+            decrement(count);
+        }
+        Ok(deleted)
+    }
+
     fn full(&self) -> StoreError {
         StoreError::Full {
             limit: self.max_bytes,
@@ -437,27 +471,13 @@ impl Store for PostgresStore {
         let Some(id) = row_id(id) else {
             return Ok(false);
         };
-        let deleted = self
-            .bounded(request("DELETE", "pulse_users"), async {
-                let mut conn = self.acquire().await?;
-                let mut tx = conn.begin().await?;
-                let deleted: Option<(i64,)> =
-                    sqlx::query_as("DELETE FROM pulse_users WHERE id = $1 RETURNING bytes")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some((bytes,)) = deleted else {
-                    return Ok(false);
-                };
-                self.reserve(&mut tx, -bytes).await?;
-                tx.commit().await?;
-                Ok(true)
-            })
-            .await?;
-        if deleted {
-            decrement(&self.users);
-        }
-        Ok(deleted)
+        self.delete(
+            "pulse_users",
+            "DELETE FROM pulse_users WHERE id = $1 RETURNING bytes",
+            id,
+            &self.users,
+        )
+        .await
     }
 
     async fn list_items(&self) -> Result<Vec<Item>, StoreError> {
@@ -529,27 +549,13 @@ impl Store for PostgresStore {
     }
 
     async fn delete_item(&self, key: &str) -> Result<bool, StoreError> {
-        let deleted = self
-            .bounded(request("DELETE", "pulse_items"), async {
-                let mut conn = self.acquire().await?;
-                let mut tx = conn.begin().await?;
-                let deleted: Option<(i64,)> =
-                    sqlx::query_as("DELETE FROM pulse_items WHERE key = $1 RETURNING bytes")
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some((bytes,)) = deleted else {
-                    return Ok(false);
-                };
-                self.reserve(&mut tx, -bytes).await?;
-                tx.commit().await?;
-                Ok(true)
-            })
-            .await?;
-        if deleted {
-            decrement(&self.items);
-        }
-        Ok(deleted)
+        self.delete(
+            "pulse_items",
+            "DELETE FROM pulse_items WHERE key = $1 RETURNING bytes",
+            key,
+            &self.items,
+        )
+        .await
     }
 
     fn counts(&self) -> Counts {

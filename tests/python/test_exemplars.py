@@ -48,15 +48,6 @@ def traced(pulse: PulseProcess, path: str, sampled: bool = True) -> str:
     return trace_id
 
 
-@pytest.fixture(scope="module")
-def pulse():
-    server = PulseProcess()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def series_of(families) -> dict[tuple, float]:
     """(sample name, sorted labels) -> value: the series identity a scraper stores."""
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
