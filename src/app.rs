@@ -88,7 +88,11 @@ impl App {
             None => None,
         };
         let store: Arc<dyn Store> = match &database {
-            Some(postgres) => postgres.clone(),
+            Some(postgres) => {
+                let watched = postgres.clone();
+                metrics.observe_database_available(move || watched.unavailable().is_none());
+                postgres.clone()
+            }
             None => Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
         };
         observe_store(&metrics, store.clone());

@@ -162,6 +162,58 @@ fn the_store_limit_holds_across_replicas() {
     assert_eq!(create(&b, "again").0, 201);
 }
 
+#[test]
+fn puts_and_deletes_of_one_key_racing_on_two_replicas_neither_fail_nor_miscount() {
+    let _server = shared();
+    let url = database();
+    let replicas = Arc::new([start(&url, &[]), start(&url, &[])]);
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (replicas, statuses) = (replicas.clone(), statuses.clone());
+            std::thread::spawn(move || {
+                let pulse = &replicas[w % 2];
+                for n in 0..30 {
+                    let status = if w < 4 {
+                        client()
+                            .post(pulse.url("/data"))
+                            .json(&json!({"key": "contended", "value": {"w": w, "n": n}}))
+                            .send()
+                    } else {
+                        client().delete(pulse.url("/data/contended")).send()
+                    }
+                    .expect("request")
+                    .status()
+                    .as_u16();
+                    statuses.lock().unwrap().push((w < 4, status));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    for (put, status) in statuses.lock().unwrap().iter() {
+        let expected: &[u16] = if *put { &[200, 201] } else { &[204, 404] };
+        assert!(expected.contains(status), "put={put}: {status}");
+    }
+    // The running size is exactly what the rows hold.
+    let (total, rows): (i64, i64) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        sqlx::query_as(
+            "SELECT (SELECT bytes FROM pulse_store), \
+             (SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM pulse_items) + \
+             (SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM pulse_users)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    });
+    assert_eq!(total, rows);
+}
+
 /// A TCP proxy in front of PostgreSQL that can be cut (existing connections
 /// reset, new ones refused) and restored.
 struct Proxy {

@@ -74,8 +74,9 @@ pub enum StoreError {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// The database did not answer in time or failed; nothing was changed by a
-    /// write that got this (its transaction did not commit).
+    /// The database did not answer in time or failed. A write that got this was not
+    /// acknowledged; it usually changed nothing (its transaction rolled back), unless
+    /// the database was lost during the commit itself.
     #[error("the database is unavailable")]
     Unavailable,
 }

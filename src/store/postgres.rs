@@ -13,9 +13,12 @@
 //!   and the queries together): past it, or on any database error, it fails with
 //!   [`StoreError::Unavailable`], which the API answers 503 with `Retry-After`.
 //!   Writes are transactions: a write is acknowledged only after its commit, so an
-//!   answered write is never lost and an unanswered one changed nothing.
-//! - The supervisor pings the database; readiness follows its answers, and the
-//!   store recovers by itself when the database is back.
+//!   acknowledged write is never lost. A write answered 503 was not acknowledged:
+//!   usually nothing changed (its transaction rolled back), but a database lost
+//!   during the commit itself may have applied it.
+//! - The supervisor checks the database on a connection of its own; readiness
+//!   follows its answers (and a request's lost connection), and the store recovers
+//!   by itself when the database is back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -23,7 +26,7 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Acquire as _, Postgres, Transaction};
+use sqlx::{Acquire as _, Connection as _, PgConnection, Postgres, Transaction};
 
 use crate::telemetry::Metrics;
 use crate::telemetry::db::{DbTelemetry, PoolState};
@@ -32,8 +35,8 @@ use super::{
     Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges, item_size, user_size,
 };
 
-/// The migrations, embedded in the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
+/// The longest a migration run may take (waiting for another replica's included).
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the supervisor checks the database while it answers.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -62,6 +65,9 @@ pub struct PostgresStore {
     /// Operations waiting for a free connection.
     pending: Arc<AtomicI64>,
     telemetry: DbTelemetry,
+    /// How the supervisor opens its own connection (outside the pool, so a pool
+    /// saturated by requests cannot make a healthy database look lost).
+    options: PgConnectOptions,
 }
 
 impl PostgresStore {
@@ -82,7 +88,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(timeout)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         let pending = Arc::new(AtomicI64::new(0));
         metrics.observe_db_pool(pool_gauges(pool.clone(), pool_size, pending.clone()));
         Ok(Self {
@@ -94,22 +100,47 @@ impl PostgresStore {
             items: AtomicUsize::new(0),
             pending,
             telemetry: DbTelemetry::new(metrics, server),
+            options,
         })
     }
 
-    /// Applies the embedded migrations (safe when several replicas start at once).
+    /// Applies the embedded migrations (safe when several replicas start at once:
+    /// the migrator holds an advisory lock while it works), on a connection of their
+    /// own that is closed afterwards, whatever happened, so a failed run cannot leave
+    /// that lock held. Migrations this binary does not know (a newer release's, after
+    /// a rollback) are left alone.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| unavailable("migrate", e))
+        let run = async {
+            let mut conn = PgConnection::connect_with(&self.options).await?;
+            let mut migrator = sqlx::migrate!("src/store/migrations");
+            migrator.set_ignore_missing(true);
+            // `run_direct`, sqlx's own way around `run`'s "Acquire is not general
+            // enough" error in a spawned task (what `run` calls after acquiring).
+            let result = migrator
+                .run_direct(None, &mut conn, false)
+                .await
+                .map_err(sqlx::Error::from);
+            let _ = conn.close().await;
+            result
+        };
+        match tokio::time::timeout(MIGRATE_TIMEOUT, run).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(unavailable("migrate", err)),
+            Err(_) => Err(unavailable(
+                "migrate",
+                "no answer within the migration timeout",
+            )),
+        }
     }
 
     /// Runs for the life of the process: migrations until they succeed, then a
-    /// check every few seconds, with backoff while the database does not answer.
-    /// Readiness (`database unavailable`) follows what it finds.
+    /// check every few seconds on a connection of its own, with backoff while the
+    /// database does not answer. Readiness (`database unavailable`) follows what it
+    /// finds. After an outage the migrations run again: a database recreated empty
+    /// gets its tables back.
     pub async fn supervise(self: Arc<Self>) {
         let mut migrated = false;
+        let mut check: Option<PgConnection> = None;
         let mut backoff = FIRST_BACKOFF;
         loop {
             let result = async {
@@ -118,7 +149,18 @@ impl PostgresStore {
                     migrated = true;
                     tracing::info!("database migrated");
                 }
-                self.refresh_counts().await
+                if check.is_none() {
+                    let connect = PgConnection::connect_with(&self.options);
+                    match tokio::time::timeout(self.timeout, connect).await {
+                        Ok(Ok(conn)) => check = Some(conn),
+                        Ok(Err(err)) => return Err(unavailable("connect", err)),
+                        Err(_) => return Err(unavailable("connect", "no answer")),
+                    }
+                }
+                match check.as_mut() {
+                    Some(conn) => self.refresh_counts(conn).await,
+                    None => Err(StoreError::Unavailable),
+                }
             }
             .await;
             let was = self.available.swap(result.is_ok(), Ordering::AcqRel);
@@ -131,7 +173,10 @@ impl PostgresStore {
                     tokio::time::sleep(CHECK_EVERY).await;
                 }
                 Err(err) => {
-                    if was || !migrated {
+                    // Reconnect and re-migrate when it answers again.
+                    check = None;
+                    migrated = false;
+                    if was {
                         tracing::warn!(error = %err, retry_in = ?backoff, "database unavailable");
                     }
                     tokio::time::sleep(backoff).await;
@@ -141,7 +186,7 @@ impl PostgresStore {
         }
     }
 
-    async fn refresh_counts(&self) -> Result<(), StoreError> {
+    async fn refresh_counts(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
         let (users, items): (i64, i64) = self
             .bounded(
                 Query {
@@ -153,7 +198,7 @@ impl PostgresStore {
                     sqlx::query_as(
                     "SELECT (SELECT count(*) FROM pulse_users), (SELECT count(*) FROM pulse_items)",
                 )
-                .fetch_one(&mut *self.acquire().await?)
+                .fetch_one(&mut *conn)
                 .await
                 },
             )
@@ -193,16 +238,25 @@ impl PostgresStore {
                 error,
             );
         }
-        let result = match outcome {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(err)) => unavailable(query.operation, err),
-            Err(_) => unavailable(
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                // A lost connection says the database may be gone: out of rotation now,
+                // back when the supervisor's check succeeds. A full pool, a slow query
+                // or a deadlock is this request's trouble, not the pod's.
+                if matches!(
+                    err,
+                    sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed
+                ) {
+                    self.available.store(false, Ordering::Release);
+                }
+                Err(unavailable(query.operation, err))
+            }
+            Err(_) => Err(unavailable(
                 query.operation,
                 format!("no answer within {:?}", self.timeout),
-            ),
-        };
-        self.available.store(false, Ordering::Release);
-        Err(result)
+            )),
+        }
     }
 
     /// A connection from the pool, counted as waiting (`db_client_connection_pending_requests`)
@@ -235,11 +289,15 @@ impl PostgresStore {
 
     /// Deletes one row of `collection` (`sql` returns its bytes, bound to `key`),
     /// frees its bytes, and counts it out of `count`; `false` when there was none.
+    /// `lock` (an item's key) takes the key's advisory lock first, as `put_item`
+    /// does, so a put and a delete of one key run one after the other: otherwise
+    /// they could deadlock on the item row and the size row, or miscount the size.
     async fn delete<'k, K>(
         &self,
         collection: &'static str,
         sql: &'static str,
         key: K,
+        lock: Option<&'k str>,
         count: &AtomicUsize,
     ) -> Result<bool, StoreError>
     where
@@ -249,6 +307,12 @@ impl PostgresStore {
             .bounded(request("DELETE", collection), async {
                 let mut conn = self.acquire().await?;
                 let mut tx = conn.begin().await?;
+                if let Some(lock) = lock {
+                    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                        .bind(lock)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let deleted: Option<(i64,)> = sqlx::query_as(sql)
                     .bind(key)
                     .fetch_optional(&mut *tx)
@@ -475,6 +539,7 @@ impl Store for PostgresStore {
             "pulse_users",
             "DELETE FROM pulse_users WHERE id = $1 RETURNING bytes",
             id,
+            None,
             &self.users,
         )
         .await
@@ -553,6 +618,7 @@ impl Store for PostgresStore {
             "pulse_items",
             "DELETE FROM pulse_items WHERE key = $1 RETURNING bytes",
             key,
+            Some(key),
             &self.items,
         )
         .await

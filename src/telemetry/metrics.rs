@@ -327,6 +327,19 @@ impl Metrics {
             .build();
     }
 
+    /// `pulse_database_available`: 1 while the database answers (the readiness
+    /// check), 0 while it does not. Scraped from unready pods too, so an outage stays
+    /// visible after the Service stops sending them the requests that would count it.
+    pub fn observe_database_available(&self, available: impl Fn() -> bool + Send + Sync + 'static) {
+        self.meter
+            .u64_observable_gauge("pulse_database_available")
+            .with_description(
+                "1 while the PostgreSQL store's database answers, 0 while it does not",
+            )
+            .with_callback(move |observer| observer.observe(u64::from(available()), &[]))
+            .build();
+    }
+
     /// The database pool's gauges, read at scrape time: `db_client_connection_count{
     /// db_client_connection_state="used"|"idle"}`, `db_client_connection_max`,
     /// `db_client_connection_pending_requests`.

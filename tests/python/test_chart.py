@@ -844,6 +844,12 @@ def test_the_bundled_postgresql_is_pulses_alone_and_pulse_reads_its_url_from_the
     (rule,) = policy["spec"]["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": pulse_selector}}]
     assert rule["ports"] == [{"port": "postgresql", "protocol": "TCP"}]
+    # Room for every replica's pool; the Secret outlives an uninstall, as the volume does.
+    hpa = pc.effective_values("default")["autoscaling"]
+    pool = pc.effective_values("default")["config"]["databasePoolSize"]
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert int(args[1].split("=")[1]) >= hpa["maxReplicas"] * (pool + 1)
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     # Data on a volume of its own; the password from the Secret, never inline.
     assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
     pg_env = {e["name"]: e for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
