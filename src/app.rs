@@ -39,7 +39,7 @@ pub enum AppError {
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
     /// `--database-url` (or `DATABASE_URL`) is not a usable PostgreSQL URL.
-    #[error("invalid --database-url: {0}")]
+    #[error("invalid database URL (--database-url or DATABASE_URL): {0}")]
     DatabaseUrl(String),
 }
 

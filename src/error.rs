@@ -76,8 +76,8 @@ pub enum ApiError {
         "the chain of backend calls reached its limit of {0} hops (--backend-max-hops): does a backend URL point back at a caller?"
     )]
     LoopDetected(u32),
-    /// The database (`--database-url`) did not answer in time or failed; a write
-    /// that got this changed nothing (503, `Retry-After`).
+    /// The database (`--database-url`) did not answer in time or failed (503,
+    /// `Retry-After`); a write that got this was not acknowledged.
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable,
     /// A bug or a broken dependency (500). The detail is logged, not returned.

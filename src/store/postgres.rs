@@ -32,7 +32,7 @@ use crate::telemetry::Metrics;
 use crate::telemetry::db::{DbTelemetry, PoolState};
 
 use super::{
-    Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges, item_size, user_size,
+    Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges, item_text_size, user_size,
 };
 
 /// The longest a migration run may take (waiting for another replica's included).
@@ -208,8 +208,9 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Runs `operation` within the timeout; a failure marks the store unavailable
-    /// until the supervisor's next good check.
+    /// Runs `operation` within the timeout. A lost connection marks the store
+    /// unavailable until the supervisor's next good check; other failures fail only
+    /// this operation.
     ///
     /// A request's operation is a CLIENT span (child of the request's) and one
     /// `db_client_operation_duration_seconds` observation; the supervisor's checks
@@ -308,10 +309,7 @@ impl PostgresStore {
                 let mut conn = self.acquire().await?;
                 let mut tx = conn.begin().await?;
                 if let Some(lock) = lock {
-                    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                        .bind(lock)
-                        .execute(&mut *tx)
-                        .await?;
+                    lock_key(&mut tx, lock).await?;
                 }
                 let deleted: Option<(i64,)> = sqlx::query_as(sql)
                     .bind(key)
@@ -430,6 +428,15 @@ fn item((key, value): (String, String)) -> Item {
         key,
         value: serde_json::from_str(&value).unwrap_or(serde_json::Value::Null),
     }
+}
+
+/// Serialises, until `tx` ends, the writes of one item key (across replicas).
+async fn lock_key(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(key)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }
 
 /// A write refused for the store limit (its transaction is rolled back).
@@ -569,17 +576,15 @@ impl Store for PostgresStore {
     }
 
     async fn put_item(&self, new: Item) -> Result<Put, StoreError> {
-        let size = to_i64(item_size(&new.key, &new.value));
+        // Serialised once: the text is what is stored and what the size counts.
         let text = new.value.to_string();
+        let size = to_i64(item_text_size(&new.key, &text));
         let put = self
             .bounded(request("INSERT", "pulse_items"), async {
                 let mut conn = self.acquire().await?;
                 let mut tx = conn.begin().await?;
                 // Two writers of one new key must not both count it as new.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                    .bind(&new.key)
-                    .execute(&mut *tx)
-                    .await?;
+                lock_key(&mut tx, &new.key).await?;
                 let old: Option<(i64,)> =
                     sqlx::query_as("SELECT bytes FROM pulse_items WHERE key = $1")
                         .bind(&new.key)

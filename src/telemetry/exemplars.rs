@@ -103,49 +103,28 @@ impl BucketExemplars {
 }
 
 /// Every series' exemplars, found by the series' labels when `/metrics` is encoded.
+/// Keyed by method, then route, so a scrape looks them up without building a key.
 #[derive(Debug, Default)]
 pub struct ExemplarStore {
-    by_series: RwLock<HashMap<(String, String), Arc<BucketExemplars>>>,
+    by_series: RwLock<HashMap<String, HashMap<String, Arc<BucketExemplars>>>>,
 }
 
 impl ExemplarStore {
     /// The exemplars of the series `{method, route}`, created on first use (when
     /// the series itself is; the route table is bounded, so this is too).
     pub fn series(&self, method: &str, route: &str) -> Arc<BucketExemplars> {
-        let key = (method.to_owned(), route.to_owned());
-        if let Some(found) = self.read().get(&key) {
-            return Arc::clone(found);
+        if let Some(found) = self.find(method, route) {
+            return found;
         }
         let mut all = self.by_series.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(all.entry(key).or_default())
+        let routes = all.entry(method.to_owned()).or_default();
+        Arc::clone(routes.entry(route.to_owned()).or_default())
     }
 
     /// The exemplars of `{method, route}`, if that series exists.
     pub fn find(&self, method: &str, route: &str) -> Option<Arc<BucketExemplars>> {
-        self.read()
-            .get(&(method.to_owned(), route.to_owned()))
-            .cloned()
-    }
-
-    fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<(String, String), Arc<BucketExemplars>>> {
-        self.by_series.read().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// An exemplar of a request that took `elapsed` from `start`.
-pub fn of_request(
-    trace_id: TraceId,
-    span_id: SpanId,
-    start: Instant,
-    elapsed: Duration,
-) -> Exemplar {
-    Exemplar {
-        trace_id,
-        span_id,
-        value: elapsed.as_secs_f64(),
-        at: start + elapsed,
+        let all = self.by_series.read().unwrap_or_else(|p| p.into_inner());
+        all.get(method)?.get(route).cloned()
     }
 }
 

@@ -25,14 +25,14 @@ class Pulse:
     def __init__(self, port: int):
         self.base = f"http://127.0.0.1:{port}"
 
-    def request(self, method: str, path: str, timeout: float = 15.0):
-        """Returns (status, headers, body bytes); HTTP errors are answers too."""
-        req = urllib.request.Request(self.base + path, method=method)
+    def request(self, method: str, path: str, timeout: float = 15.0, headers: dict | None = None):
+        """Returns (status, headers (names in lower case), body bytes); HTTP errors are answers too."""
+        req = urllib.request.Request(self.base + path, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, dict(r.headers), r.read()
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
     def json(self, path: str):
         status, _, body = self.request("GET", path)
