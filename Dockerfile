@@ -31,6 +31,8 @@ RUN mkdir src \
     && rm -rf src
 
 COPY src ./src
+# `pulse doctor` compiles in the uids of the dashboards it looks for in Grafana.
+COPY dashboards ./dashboards
 # The image has no .git: the revision comes from the build argument (`make image` passes it).
 ARG PULSE_REVISION=unknown
 ENV PULSE_REVISION=${PULSE_REVISION}

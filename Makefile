@@ -14,7 +14,7 @@ IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
 .PHONY: help run test lint fmt-check clippy module-cycles test-rust test-python deps build \
-        dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile
+        dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile doctor
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ \
@@ -99,8 +99,11 @@ manifests: dashboards $(VENV)/.installed ## Regenerate manifests/ (plain YAML) f
 image: ## Build the container image $(IMAGE)
 	scripts/image.sh
 
-kind-up: ## Create/reuse a kind cluster, build and load the image, install Pulse + Prometheus + Grafana
+kind-up: ## Create/reuse a kind cluster, build and load the image, install the lab, then run pulse doctor --kube
 	scripts/kind-up.sh
+
+doctor: ## Check the lab in the current kube context (pulse doctor --kube): scraping, rules, exemplars, traces, logs, Grafana
+	@bash -c 'source scripts/lib.sh && require kubectl cargo && run_doctor'
 
 kind-down: ## Delete the kind cluster
 	@command -v kind >/dev/null || { echo "error: kind is not installed: https://kind.sigs.k8s.io/"; exit 1; }

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# `make e2e`: after `make kind-up`, prove the lab works end to end: `helm test`, Prometheus scrapes
-# Pulse (up == 1) and has loaded its rules, Grafana lists the Pulse dashboards.
+# `make e2e`: after `make kind-up`, prove the lab works end to end: `helm test`, `pulse doctor --kube`
+# (every check passes: scraping, rules, exemplars, traces in Tempo, logs in Loki, Grafana's datasources
+# and dashboards), Prometheus scrapes Pulse (up == 1) and has loaded its rules, Grafana lists the Pulse
+# dashboards.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
-require helm kubectl curl
+require helm kubectl curl cargo
 
 echo "== helm test"
 helm test "$RELEASE" -n "$NAMESPACE" --timeout 2m
+
+echo "== pulse doctor --kube"
+run_doctor --timeout 180s
 
 echo "== Prometheus scrapes Pulse"
 # The job label of Pulse's targets is its Service's name.

@@ -3,7 +3,7 @@
 # reuses the cluster, rebuilds and reloads the image, and upgrades the release.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
-require docker kind helm kubectl
+require docker kind helm kubectl cargo
 require_docker_daemon
 
 if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
@@ -35,6 +35,13 @@ helm upgrade --install "$RELEASE" "$stack" \
   --wait --timeout 10m
 service=$(pulse_service)
 
+# Helm waited for the pods; signals take longer (the first scrapes, rule evaluations, the collector's
+# first batches). Doctor waits for each within its timeout, then says what works and what does not.
+echo
+echo "== pulse doctor --kube: is the lab working?"
+doctor_status=0
+run_doctor --timeout 300s || doctor_status=$?
+
 cat <<MSG
 
 Pulse is running in kind cluster '$KIND_CLUSTER', namespace '$NAMESPACE'.
@@ -44,5 +51,10 @@ Pulse is running in kind cluster '$KIND_CLUSTER', namespace '$NAMESPACE'.
                dashboards: Dashboards > Pulse
   Prometheus:  make prometheus   then http://127.0.0.1:9090/targets
   Pulse:       kubectl -n $NAMESPACE port-forward svc/$service 8080:8080
-  Checks:      make e2e           Tear down: make kind-down
+  Checks:      make doctor        make e2e          Tear down: make kind-down
 MSG
+if [ "$doctor_status" -ne 0 ]; then
+  echo
+  echo "error: pulse doctor found a problem (above): README.md, \"Is it working?\", lists each cause and its fix" >&2
+  exit "$doctor_status"
+fi

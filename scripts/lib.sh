@@ -95,3 +95,12 @@ pulse_service() {
 grafana_password() {
   kubectl -n "$NAMESPACE" get secret pulse-grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d
 }
+
+# run_doctor ARGS...: `pulse doctor --kube` (this checkout's code) against release $RELEASE in the current
+# kube context: finds Pulse, Prometheus, Grafana, Tempo and Loki by their labels and reaches them through
+# the API server's port-forward. Prints its table; exits 1 when a check fails.
+run_doctor() {
+  local job
+  job=$(pulse_service) || return 1
+  (cd "$ROOT" && cargo run --quiet --bin pulse -- doctor --kube --namespace "$NAMESPACE" --job "$job" "$@")
+}

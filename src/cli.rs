@@ -1,4 +1,4 @@
-//! The command line: `pulse [serve] | probe URL | load`. Every flag has a
+//! The command line: `pulse [serve] | probe URL | load | doctor`. Every flag has a
 //! `PULSE_*` environment twin.
 
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ServeArgs, rules};
+use crate::doctor::DoctorArgs;
 use crate::load::LoadArgs;
 
 /// `pulse`: an observable demo web service.
@@ -48,6 +49,9 @@ pub enum Command {
     /// Send traffic to a Pulse: a request mix at a fixed rate, then a summary.
     #[command(allow_negative_numbers = true)]
     Load(LoadArgs),
+    /// Check a running installation: Pulse scraped, rules loaded, exemplars, traces
+    /// and logs arriving, Grafana's datasources and dashboards; exit 1 when a check fails.
+    Doctor(DoctorArgs),
 }
 
 /// Options of `pulse probe`.

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod extract;
 pub mod load;

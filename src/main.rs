@@ -31,6 +31,30 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Doctor(args) => match runtime() {
+            Ok(rt) => {
+                let report = rt.block_on(pulse::doctor::run(&args));
+                match args.output {
+                    pulse::doctor::Output::Table => println!("{report}"),
+                    pulse::doctor::Output::Json => match serde_json::to_string(&report) {
+                        Ok(json) => println!("{json}"),
+                        Err(err) => {
+                            eprintln!("pulse doctor: {err}");
+                            return ExitCode::from(2);
+                        }
+                    },
+                }
+                if report.passed() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(err) => {
+                eprintln!("pulse doctor: {err:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Probe(args) => match pulse::probe::probe(&args.url, args.timeout) {
             Ok(status) => {
                 println!("GET {} -> {status}", args.url);

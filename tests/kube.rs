@@ -335,3 +335,155 @@ fn without_pod_name_there_is_nothing_to_publish_about() {
     config.pod.name = None;
     assert!(events::pod_reference(&config, "monitoring").is_none());
 }
+
+/// A kube API double for `pulse doctor`'s selector check: answers each request by its path from
+/// `objects` (path -> JSON), 404 otherwise, until the check is done.
+async fn doctor_selector_checks(objects: Vec<(&'static str, Value)>) -> Vec<pulse::doctor::Check> {
+    let (client, mut handle) = mock_client();
+    let check = tokio::spawn(async move {
+        pulse::doctor::selector_checks(&client, "monitoring", "pulse").await
+    });
+    let server = tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_owned();
+            match objects.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => respond(send, StatusCode::OK, serde_json::to_vec(body).unwrap()),
+                None => respond(
+                    send,
+                    StatusCode::NOT_FOUND,
+                    serde_json::to_vec(
+                        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": format!("{path} not found")}),
+                    )
+                    .unwrap(),
+                ),
+            }
+        }
+    });
+    let checks = tokio::time::timeout(Duration::from_secs(10), check)
+        .await
+        .expect("the selector check finished")
+        .unwrap();
+    server.abort();
+    checks
+}
+
+/// The cluster kube-prometheus-stack makes: a Prometheus selecting ServiceMonitors and rules by
+/// `release`, in `monitoring`, and Pulse's objects labelled with `labels`.
+fn cluster(
+    selector: Value,
+    namespace_selector: Value,
+    labels: Value,
+) -> Vec<(&'static str, Value)> {
+    let prometheus = json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "Prometheus",
+        "metadata": {"name": "pulse-kps-prometheus", "namespace": "monitoring"},
+        "spec": {"serviceMonitorSelector": selector, "serviceMonitorNamespaceSelector": namespace_selector,
+                 "ruleSelector": {"matchLabels": {"release": "pulse"}}, "ruleNamespaceSelector": {}}});
+    let object = |kind: &str| {
+        json!({"apiVersion": "monitoring.coreos.com/v1", "kind": kind,
+        "metadata": {"name": "pulse", "namespace": "monitoring", "labels": labels.clone()}, "spec": {}})
+    };
+    vec![
+        (
+            "/apis/monitoring.coreos.com/v1/prometheuses",
+            json!({"apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusList", "metadata": {}, "items": [prometheus]}),
+        ),
+        (
+            "/apis/monitoring.coreos.com/v1/namespaces/monitoring/servicemonitors/pulse",
+            object("ServiceMonitor"),
+        ),
+        (
+            "/apis/monitoring.coreos.com/v1/namespaces/monitoring/prometheusrules/pulse",
+            object("PrometheusRule"),
+        ),
+        (
+            "/api/v1/namespaces/monitoring",
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "monitoring", "labels": {"kubernetes.io/metadata.name": "monitoring"}}}),
+        ),
+    ]
+}
+
+fn verdict(checks: &[pulse::doctor::Check], name: &str) -> (pulse::doctor::Status, String) {
+    let check = checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no {name} in {checks:?}"));
+    (check.status, check.cause.clone())
+}
+
+#[tokio::test]
+async fn doctor_sees_the_prometheus_select_pulses_servicemonitor_and_rules() {
+    let checks = doctor_selector_checks(cluster(
+        json!({"matchLabels": {"release": "pulse"}}),
+        json!({}),
+        json!({"release": "pulse", "app.kubernetes.io/name": "pulse"}),
+    ))
+    .await;
+    assert_eq!(
+        verdict(&checks, "prometheus.selector").0,
+        pulse::doctor::Status::Pass,
+        "{checks:?}"
+    );
+    assert_eq!(
+        verdict(&checks, "prometheus.rule_selector").0,
+        pulse::doctor::Status::Pass
+    );
+}
+
+#[tokio::test]
+async fn doctor_names_the_label_the_servicemonitor_lacks() {
+    // The most common kube-prometheus-stack complaint: installed under another release name.
+    let checks = doctor_selector_checks(cluster(
+        json!({"matchLabels": {"release": "kps"}}),
+        json!({}),
+        json!({"release": "pulse"}),
+    ))
+    .await;
+    let (status, cause) = verdict(&checks, "prometheus.selector");
+    assert_eq!(status, pulse::doctor::Status::Fail);
+    assert!(
+        cause.contains("has label release=pulse, the Prometheus selects release=kps"),
+        "{cause}"
+    );
+    let checks = doctor_selector_checks(cluster(
+        json!({"matchLabels": {"release": "pulse"}, "matchExpressions": [
+            {"key": "team", "operator": "Exists"}]}),
+        json!({}),
+        json!({"release": "pulse"}),
+    ))
+    .await;
+    let (_, cause) = verdict(&checks, "prometheus.selector");
+    assert!(cause.contains("does not match team Exists"), "{cause}");
+    let checks = doctor_selector_checks(cluster(json!({}), json!({}), json!({}))).await;
+    let (status, cause) = verdict(&checks, "prometheus.rule_selector");
+    assert_eq!(status, pulse::doctor::Status::Fail);
+    assert!(cause.contains("lacks label release=pulse"), "{cause}");
+    assert_eq!(
+        verdict(&checks, "prometheus.selector").0,
+        pulse::doctor::Status::Pass,
+        "{{}} selects all"
+    );
+}
+
+#[tokio::test]
+async fn doctor_explains_a_null_selector_and_a_namespace_it_does_not_watch() {
+    let checks =
+        doctor_selector_checks(cluster(Value::Null, json!({}), json!({"release": "pulse"}))).await;
+    let (status, cause) = verdict(&checks, "prometheus.selector");
+    assert_eq!(status, pulse::doctor::Status::Fail);
+    assert!(cause.contains("no serviceMonitorSelector"), "{cause}");
+    let checks = doctor_selector_checks(cluster(
+        json!({}),
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "default"}}),
+        json!({"release": "pulse"}),
+    ))
+    .await;
+    let (_, cause) = verdict(&checks, "prometheus.selector");
+    assert!(
+        cause
+            .contains("namespace the Prometheus does not select (serviceMonitorNamespaceSelector)"),
+        "{cause}"
+    );
+}

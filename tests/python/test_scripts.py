@@ -39,8 +39,8 @@ def test_kind_up_names_every_missing_tool_in_one_message(tmp_path):
                             cwd=ROOT, env={"PATH": path}, timeout=30)
     assert result.returncode == 1
     first, *hints = result.stderr.splitlines()
-    assert first == "error: not installed: docker kind helm kubectl. Get them:"
-    assert [h.split(":")[0].strip() for h in hints] == ["docker", "kind", "helm", "kubectl"]
+    assert first == "error: not installed: docker kind helm kubectl cargo. Get them:"
+    assert [h.split(":")[0].strip() for h in hints] == ["docker", "kind", "helm", "kubectl", "cargo"]
     assert all("https://" in h for h in hints), hints
 
 
