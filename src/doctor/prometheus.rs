@@ -253,7 +253,7 @@ async fn retention(prometheus: &Endpoint, groups: &Result<Vec<Group>, String>) -
         .unwrap_or_default();
     // "30d", "30d or 2GiB", or "2GiB" alone (no time limit).
     let kept = setting.split(" or ").find_map(duration);
-    let longest_text = humantime::format_duration(longest);
+    let longest_text = format(longest);
     match kept {
         Some(kept) if kept < longest => Check::fail(
             NAME,
@@ -262,7 +262,7 @@ async fn retention(prometheus: &Endpoint, groups: &Result<Vec<Group>, String>) -
                 "retention {} is shorter than the {longest_text} the SLO rules read: raise it \
                  (kube-prometheus-stack: prometheus.prometheusSpec.retention) and cap the disk with \
                  retentionSize instead",
-                humantime::format_duration(kept)
+                format(kept)
             ),
         ),
         _ => Check::pass(
@@ -367,6 +367,18 @@ fn ranges(query: &str) -> Vec<Duration> {
         .collect()
 }
 
+/// A duration as Prometheus writes one: its largest whole unit (`30d`, `90m`, `15s`).
+fn format(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let unit = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
+        .into_iter()
+        .find(|(size, _)| secs >= *size && secs % size == 0);
+    match unit {
+        Some((size, unit)) => format!("{}{unit}", secs / size),
+        None => format!("{}ms", duration.as_millis()),
+    }
+}
+
 /// A Prometheus duration (`30d`, `1h30m`, `1y`): units ms, s, m, h, d, w and y (365 days).
 fn duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -405,6 +417,9 @@ mod tests {
         assert_eq!(duration("1h30m"), Some(Duration::from_secs(5_400)));
         assert_eq!(duration("2GiB"), None);
         assert_eq!(duration(""), None);
+        assert_eq!(format(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(format(Duration::from_secs(5_400)), "90m");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
         let query = "min_over_time(timestamp(up)[30d:1h]) or rate(x[5m])";
         assert_eq!(
             ranges(query),

@@ -712,9 +712,10 @@ def test_the_lab_signals_are_wired_to_each_other_by_name():
     assert (loki_otlp.hostname, loki_otlp.port, loki_otlp.path) == (loki["fullnameOverride"], 3100, "/otlp")
     pipelines = collector["config"]["service"]["pipelines"]
     assert pipelines["traces"]["exporters"] == ["otlp/tempo"] and pipelines["traces"]["receivers"] == ["otlp"]
-    assert pipelines["logs"]["exporters"] == ["otlphttp/loki"] and pipelines["logs"]["receivers"] == ["filelog"]
-    assert collector["presets"]["logsCollection"]["enabled"] and collector["presets"]["kubernetesAttributes"]["enabled"]
-    parsers = {op["type"]: op for op in collector["config"]["receivers"]["filelog"]["operators"]}
+    assert pipelines["logs"]["exporters"] == ["otlphttp/loki"] and pipelines["logs"]["receivers"] == ["file_log"]
+    assert collector["presets"]["kubernetesAttributes"]["enabled"]
+    assert collector["config"]["receivers"]["file_log"]["include"] == ["/var/log/pods/*/*/*.log"]
+    parsers = {op["type"]: op for op in collector["config"]["receivers"]["file_log"]["operators"]}
     assert parsers["trace_parser"]["trace_id"]["parse_from"] == "attributes.trace_id", "Pulse's field name"
     # Grafana: the datasources point at the Services, and the links at the datasources' uids.
     grafana = values["kube-prometheus-stack"]["grafana"]

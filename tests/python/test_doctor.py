@@ -300,7 +300,7 @@ BREAKAGES = {
     "wrong port": (dict(scrape="closed"), "prometheus.target", "connection refused"),
     "rule file missing": (dict(rules=False), "prometheus.rules", "PrometheusRule is not loaded"),
     "exemplar storage off": (dict(features=()), "prometheus.exemplars", "exemplar storage is off"),
-    "retention too short": (dict(retention="7d"), "prometheus.retention", "shorter than the 30days"),
+    "retention too short": (dict(retention="7d"), "prometheus.retention", "retention 7d is shorter than the 30d"),
 }
 
 

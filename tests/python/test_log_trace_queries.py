@@ -30,24 +30,17 @@ import pytest
 from conftest import BINARY, free_port
 from dashboards import all_values, load_all, queries, substitute
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from test_runtime_facts import FACT
 
 QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
 LANGUAGE = {"loki": "logql", "tempo": "traceql"}
 
 # The resource attributes Loki's OTLP endpoint turns into index labels by default (dots become
-# underscores), from Loki's documentation ("OpenTelemetry: index labels").
-LOKI_INDEX_ATTRIBUTES = {
-    "cloud.availability_zone", "cloud.region", "container.name", "deployment.environment",
-    "k8s.cluster.name", "k8s.container.name", "k8s.cronjob.name", "k8s.daemonset.name",
-    "k8s.deployment.name", "k8s.job.name", "k8s.namespace.name", "k8s.pod.name",
-    "k8s.replicaset.name", "k8s.statefulset.name", "service.instance.id", "service.name",
-    "service.namespace",
-}
-# What the lab's collector puts on the resource of a Pulse log record: the kubernetesAttributes
-# preset's k8sattributes processor extracts the namespace and pod, and service.name from the
-# `resource.opentelemetry.io/service.name` pod annotation the Pulse chart sets (test_chart.py checks
-# the annotation and the preset).
-LAB_LOG_RESOURCE = {"service.name", "k8s.namespace.name", "k8s.pod.name"}
+# underscores), and those of them the lab's collector gives a Pulse log record from the pod itself:
+# the container parser's (from the log file's path) and k8s_attributes' deployment name. Not
+# service.name, whose source changed with the collector's version (docs/runtime-facts.md).
+LOKI_INDEX_ATTRIBUTES = set(FACT["loki-otlp-index-labels"].value)
+LAB_LOG_RESOURCE = set(FACT["container-parser-resource"].value) | {"k8s.deployment.name"}
 
 # One concrete choice per variable, as a user picking a single value would send it (a route template
 # with braces, which Grafana's regex format escapes).
