@@ -88,11 +88,7 @@ impl App {
             None => None,
         };
         let store: Arc<dyn Store> = match &database {
-            Some(postgres) => {
-                let watched = postgres.clone();
-                metrics.observe_database_available(move || watched.unavailable().is_none());
-                postgres.clone()
-            }
+            Some(postgres) => postgres.clone(),
             None => Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
         };
         observe_store(&metrics, store.clone());

@@ -209,6 +209,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Full { .. } => Self::StoreFull,
             StoreError::Unavailable => Self::DatabaseUnavailable,
+            StoreError::Corrupt(detail) => Self::Internal(detail),
         }
     }
 }

@@ -570,3 +570,47 @@ fn each_store_operation_is_a_client_span_of_its_request_and_a_measured_operation
     // The supervisor's background checks are not traced.
     assert!(spans.iter().all(|s| s.name != "SELECT pulse_store"));
 }
+
+/// Runs `sql` with `$1` bound to `id` on the database at `url` (a write made outside Pulse).
+fn execute(url: &str, sql: &'static str, id: i64) {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut conn)
+                .await
+                .expect("execute");
+        });
+}
+
+#[test]
+fn a_corrupt_stored_record_is_an_error_never_a_made_up_value() {
+    let _server = shared();
+    let url = database();
+    let pulse = start(&url, &[]);
+    let put = client()
+        .post(pulse.url("/data"))
+        .json(&json!({"key": "k", "value": {"a": 1}}))
+        .send()
+        .expect("POST /data");
+    assert_eq!(put.status(), 201);
+    let (status, created) = create(&pulse, "ada");
+    assert_eq!(status, 201);
+    // Written outside Pulse: text that is not JSON, an id that cannot be one.
+    execute(
+        &url,
+        "UPDATE pulse_items SET value = '{not json' WHERE key = 'k' AND $1 = $1",
+        0,
+    );
+    let id = created["id"].as_i64().expect("id");
+    execute(&url, "UPDATE pulse_users SET id = -7 WHERE id = $1", id);
+    for path in ["/data/k", "/data", "/api/users"] {
+        let (status, body) = get(&pulse, path);
+        assert_eq!(status, 500, "{path}: {body}");
+        assert_eq!(body["error"], "internal error", "{path}: {body}");
+    }
+    assert_eq!(get(&pulse, "/api/users/7").0, 404, "no user 7");
+}

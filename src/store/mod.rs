@@ -79,6 +79,10 @@ pub enum StoreError {
     /// the database was lost during the commit itself.
     #[error("the database is unavailable")]
     Unavailable,
+    /// A stored record cannot be read back (a row written outside Pulse): the
+    /// request fails with 500, the row is named in the log.
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
 }
 
 /// What one entry costs besides its text: map node, id, lengths. An estimate;
