@@ -372,7 +372,7 @@ fn format(duration: Duration) -> String {
     let secs = duration.as_secs();
     let unit = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
         .into_iter()
-        .find(|(size, _)| secs >= *size && secs % size == 0);
+        .find(|(size, _)| secs >= *size && secs.is_multiple_of(*size));
     match unit {
         Some((size, unit)) => format!("{}{unit}", secs / size),
         None => format!("{}ms", duration.as_millis()),
