@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{SpanId, TraceId};
 
-use super::metrics::DURATION_BUCKETS;
+use super::schema::DURATION_BUCKETS;
 
 /// One request, as an exemplar: its ids, its duration and when it ended.
 #[derive(Debug, Clone, Copy, PartialEq)]

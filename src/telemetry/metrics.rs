@@ -17,7 +17,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
 use super::TelemetryError;
-use super::exemplars::{BucketExemplars, ExemplarStore};
+use super::exemplars::ExemplarStore;
 use super::export::SpanCounts;
 use super::labels::{ErrorKind, KubeOperation, ReloadResult};
 use crate::BuildInfo;
@@ -25,26 +25,7 @@ use crate::BuildInfo;
 /// `Content-Type` of `/metrics`. Prometheus 3 refuses a scrape without a version.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The exported name of the request duration histogram, the one with exemplars.
-pub const HTTP_DURATION_FAMILY: &str = "http_request_duration_seconds";
-
-/// Latency buckets in seconds. A latency SLO's threshold must be one of them.
-pub const DURATION_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Body size buckets in bytes: 100 B to 10 MiB, roughly ×4 apart.
-pub const SIZE_BUCKETS: [f64; 9] = [
-    100.0,
-    1_000.0,
-    4_000.0,
-    16_000.0,
-    64_000.0,
-    256_000.0,
-    1_048_576.0,
-    4_194_304.0,
-    10_485_760.0,
-];
+pub use super::schema::{DURATION_BUCKETS, HTTP_DURATION_FAMILY, SIZE_BUCKETS};
 
 /// An HTTP client call, as `http_client_request_duration_seconds` labels it.
 #[derive(Debug, Clone, Copy)]
@@ -299,6 +280,28 @@ impl Metrics {
             .build();
     }
 
+    /// `pulse_connections_open` and `pulse_connections_rejected_total`: TCP
+    /// connections open now, and those closed at once because
+    /// `--max-connections` were open (server/connections.rs).
+    pub fn observe_connections(
+        &self,
+        open: impl Fn() -> u64 + Send + Sync + 'static,
+        rejected: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.meter
+            .u64_observable_gauge("pulse_connections_open")
+            .with_description("TCP connections open (all listeners)")
+            .with_callback(move |observer| observer.observe(open(), &[]))
+            .build();
+        self.meter
+            .u64_observable_counter("pulse_connections_rejected")
+            .with_description(
+                "TCP connections closed as soon as accepted because --max-connections were open",
+            )
+            .with_callback(move |observer| observer.observe(rejected(), &[]))
+            .build();
+    }
+
     /// `pulse_spans_exported_total` and `pulse_spans_dropped_total{reason}`: where
     /// the finished spans went (telemetry/export.rs).
     pub fn observe_span_export(&self, counts: Arc<SpanCounts>) {
@@ -473,25 +476,5 @@ impl Metrics {
         if let Err(err) = self.provider.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %err, "meter provider shutdown failed");
         }
-    }
-}
-
-impl super::openmetrics::ExemplarSource for ExemplarStore {
-    fn exemplars(
-        &self,
-        family: &str,
-        series: &prometheus::proto::Metric,
-    ) -> Option<Arc<BucketExemplars>> {
-        if family != HTTP_DURATION_FAMILY {
-            return None;
-        }
-        let label = |name: &str| {
-            series
-                .get_label()
-                .iter()
-                .find(|pair| pair.name() == name)
-                .map(|pair| pair.value())
-        };
-        self.find(label("method")?, label("route")?)
     }
 }

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod metrics;
 pub mod openmetrics;
 pub mod routes;
+pub mod schema;
 
 use std::io::IsTerminal as _;
 use std::sync::{Arc, OnceLock};

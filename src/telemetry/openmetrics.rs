@@ -15,7 +15,8 @@ use std::fmt::Write as _;
 use mime::Mime;
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
-use super::exemplars::{BucketExemplars, Exemplar};
+use super::exemplars::{BucketExemplars, Exemplar, ExemplarStore};
+use super::schema::HTTP_DURATION_FAMILY;
 
 /// `Content-Type` of the OpenMetrics answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -69,6 +70,23 @@ pub fn negotiate(accept: Option<&str>) -> Format {
 pub trait ExemplarSource {
     /// The exemplars of the series `labels` of family `family`.
     fn exemplars(&self, family: &str, labels: &Metric) -> Option<std::sync::Arc<BucketExemplars>>;
+}
+
+/// The exemplars Pulse keeps: those of `http_request_duration_seconds` series.
+impl ExemplarSource for ExemplarStore {
+    fn exemplars(&self, family: &str, series: &Metric) -> Option<std::sync::Arc<BucketExemplars>> {
+        if family != HTTP_DURATION_FAMILY {
+            return None;
+        }
+        let label = |name: &str| {
+            series
+                .get_label()
+                .iter()
+                .find(|pair| pair.name() == name)
+                .map(|pair| pair.value())
+        };
+        self.find(label("method")?, label("route")?)
+    }
 }
 
 /// Encodes `families` in OpenMetrics 1.0.0.
