@@ -6,6 +6,49 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Why the service should not receive traffic: every reason `/readyz` and
+/// `/health` can give, from this module, the store and the runtime settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum NotReady {
+    /// Still initialising.
+    #[serde(rename = "starting")]
+    Starting,
+    /// Taken out of rotation by `POST /readyz/disable`.
+    #[serde(rename = "disabled")]
+    Disabled,
+    /// A termination signal arrived; draining.
+    #[serde(rename = "shutting down")]
+    ShuttingDown,
+    /// The PostgreSQL store cannot reach its database.
+    #[serde(rename = "database unavailable")]
+    DatabaseUnavailable,
+    /// The runtime settings say `force_unready`.
+    #[serde(rename = "forced unready by runtime settings")]
+    ForcedUnready,
+}
+
+impl NotReady {
+    /// The reason as written in answers and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Disabled => "disabled",
+            Self::ShuttingDown => "shutting down",
+            Self::DatabaseUnavailable => "database unavailable",
+            Self::ForcedUnready => "forced unready by runtime settings",
+        }
+    }
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why the service is, or is not, ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -22,12 +65,12 @@ pub enum ReadyState {
 
 impl ReadyState {
     /// The reason shown in a 503 body, or `None` when ready.
-    pub fn not_ready_reason(self) -> Option<&'static str> {
+    pub fn not_ready_reason(self) -> Option<NotReady> {
         match self {
             Self::Ready => None,
-            Self::Starting => Some("starting"),
-            Self::Disabled => Some("disabled"),
-            Self::ShuttingDown => Some("shutting down"),
+            Self::Starting => Some(NotReady::Starting),
+            Self::Disabled => Some(NotReady::Disabled),
+            Self::ShuttingDown => Some(NotReady::ShuttingDown),
         }
     }
 
@@ -98,10 +141,24 @@ mod tests {
     #[test]
     fn starts_not_ready_and_toggles() {
         let r = Readiness::default();
-        assert_eq!(r.get().not_ready_reason(), Some("starting"));
+        assert_eq!(r.get().not_ready_reason(), Some(NotReady::Starting));
         assert_eq!(r.set_ready(), ReadyState::Ready);
         assert_eq!(r.disable(), ReadyState::Disabled);
         assert_eq!(r.set_ready(), ReadyState::Ready);
+    }
+
+    #[test]
+    fn each_reason_is_written_as_its_serde_name() {
+        for reason in [
+            NotReady::Starting,
+            NotReady::Disabled,
+            NotReady::ShuttingDown,
+            NotReady::DatabaseUnavailable,
+            NotReady::ForcedUnready,
+        ] {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json, reason.as_str());
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::BuildInfo;
 use crate::backend::Backend;
 use crate::config::PodIdentity;
-use crate::readiness::Readiness;
+use crate::readiness::{NotReady, Readiness};
 use crate::settings::LiveSettings;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -80,7 +80,7 @@ pub struct AppState {
 
 impl AppState {
     /// Why the service should not receive traffic, or `None` when it should.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    pub fn not_ready_reason(&self) -> Option<NotReady> {
         self.readiness
             .get()
             .not_ready_reason()
@@ -88,7 +88,7 @@ impl AppState {
             .or_else(|| {
                 self.settings
                     .force_unready()
-                    .then_some("forced unready by runtime settings")
+                    .then_some(NotReady::ForcedUnready)
             })
     }
 }

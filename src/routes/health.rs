@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::process::ProcessStats;
-use crate::readiness::ReadyState;
+use crate::readiness::{NotReady, ReadyState};
 use crate::state::AppState;
 
 /// Liveness answer.
@@ -25,10 +25,10 @@ pub struct ReadyBody {
     /// `ready` or `not ready`.
     #[schema(example = "not ready")]
     pub status: &'static str,
-    /// Why not: `starting`, `disabled`, `shutting down` or `forced unready by runtime settings`.
+    /// Why not (absent when ready).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "shutting down")]
-    pub reason: Option<&'static str>,
+    #[schema(example = "shutting down", nullable = false)]
+    pub reason: Option<NotReady>,
 }
 
 impl ReadyBody {
@@ -36,7 +36,7 @@ impl ReadyBody {
         Self::from_reason(state.not_ready_reason())
     }
 
-    fn from_reason(reason: Option<&'static str>) -> Self {
+    fn from_reason(reason: Option<NotReady>) -> Self {
         Self {
             status: if reason.is_none() {
                 "ready"
@@ -52,14 +52,37 @@ impl ReadyBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthChecks {
     /// `ready`, or the reason the service is not ready.
-    pub readiness: &'static str,
+    pub readiness: ReadinessCheck,
+}
+
+/// `ready`, or why not.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ReadinessCheck {
+    /// Ready.
+    Ready(Ready),
+    /// Not ready, and why.
+    NotReady(NotReady),
+}
+
+/// The word `ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum Ready {
+    /// Ready.
+    #[serde(rename = "ready")]
+    Ready,
+}
+
+impl From<Option<NotReady>> for ReadinessCheck {
+    fn from(reason: Option<NotReady>) -> Self {
+        reason.map_or(Self::Ready(Ready::Ready), Self::NotReady)
+    }
 }
 
 /// Detailed health: status, version, uptime, checks and process figures.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthBody {
-    /// `healthy` while the process serves. The in-memory store has nothing that
-    /// can fail; a store with a dependency will add its check here.
+    /// `healthy` while the process serves (a lost database shows in `checks.readiness`).
     #[schema(example = "healthy")]
     pub status: &'static str,
     /// Crate version.
@@ -89,7 +112,7 @@ pub async fn health_live() -> Json<LiveBody> {
 /// Readiness: 200 when the service should receive traffic.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "Ready", body = ReadyBody),
-    (status = 503, description = "Starting, disabled or shutting down", body = ReadyBody)))]
+    (status = 503, description = "Not ready: the reason says why", body = ReadyBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let reason = state.not_ready_reason();
     let status = match reason {
@@ -102,7 +125,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Readiness (the `/health/*` spelling of `/readyz`).
 #[utoipa::path(get, path = "/health/ready", tag = "health", responses(
     (status = 200, description = "Ready", body = ReadyBody),
-    (status = 503, description = "Starting, disabled or shutting down", body = ReadyBody)))]
+    (status = 503, description = "Not ready: the reason says why", body = ReadyBody)))]
 pub async fn health_ready(state: State<AppState>) -> Response {
     readyz(state).await
 }
@@ -134,8 +157,34 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthBody> {
         version: state.info.build.version,
         uptime_seconds: state.info.started.elapsed().as_secs_f64(),
         checks: HealthChecks {
-            readiness: state.not_ready_reason().unwrap_or("ready"),
+            readiness: state.not_ready_reason().into(),
         },
         process: ProcessStats::read(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_lists_every_readiness_reason() {
+        let doc = serde_json::to_value(crate::routes::openapi()).unwrap();
+        let reasons = &doc["components"]["schemas"]["NotReady"]["enum"];
+        let mut listed: Vec<&str> = reasons
+            .as_array()
+            .unwrap_or_else(|| panic!("NotReady is an enum in the document: {reasons}"))
+            .iter()
+            .filter_map(|r| r.as_str())
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(
+            listed,
+            [
+                "database unavailable",
+                "disabled",
+                "forced unready by runtime settings",
+                "shutting down",
+                "starting"
+            ]
+        );
+    }
 }

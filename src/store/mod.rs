@@ -11,6 +11,8 @@ pub use memory::MemoryStore;
 pub use postgres::{DatabaseUrlError, PostgresStore};
 
 use serde::{Deserialize, Serialize};
+
+use crate::readiness::NotReady;
 use utoipa::ToSchema;
 
 /// A user of the demo CRUD API.
@@ -133,7 +135,7 @@ pub trait Store: Send + Sync + 'static {
     fn counts(&self) -> Counts;
 
     /// Why the store cannot serve now (`/readyz` says it), or `None` when it can.
-    fn unavailable(&self) -> Option<&'static str> {
+    fn unavailable(&self) -> Option<NotReady> {
         None
     }
 }

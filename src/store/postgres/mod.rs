@@ -31,6 +31,7 @@ use std::time::Duration;
 use sqlx::Acquire as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::readiness::NotReady;
 use crate::telemetry::Metrics;
 use crate::telemetry::db::DbTelemetry;
 
@@ -305,7 +306,7 @@ impl Store for PostgresStore {
         }
     }
 
-    fn unavailable(&self) -> Option<&'static str> {
-        (!self.available.load(Ordering::Acquire)).then_some("database unavailable")
+    fn unavailable(&self) -> Option<NotReady> {
+        (!self.available.load(Ordering::Acquire)).then_some(NotReady::DatabaseUnavailable)
     }
 }
