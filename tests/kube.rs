@@ -14,7 +14,7 @@ use pulse::cluster::events::{self, EventPublisher, PodEvent};
 use pulse::cluster::{KubeConfig, KubeErrors, configmap};
 use pulse::config::PodIdentity;
 use pulse::settings::RuntimeSettings;
-use pulse::settings::{LiveSettings, Notifier, SettingsChange};
+use pulse::settings::{LiveSettings, Notifier, SettingsChange, Source};
 use pulse::telemetry::Metrics;
 use serde_json::{Value, json};
 use tower_test::mock;
@@ -177,7 +177,7 @@ async fn watcher_lists_one_configmap_by_name_then_follows_changes() {
         (json!(0.75), json!(true))
     );
     assert!(
-        matches!(&changes[2], SettingsChange::Rejected { source: "configmap", reason } if reason.contains("between 0 and 1"))
+        matches!(&changes[2], SettingsChange::Rejected { source: Source::ConfigMap, reason } if reason.contains("between 0 and 1"))
     );
     assert_eq!(
         applied[2]["fault_error_rate"], 0.0,
@@ -304,7 +304,7 @@ async fn events_are_posted_about_the_pod_and_failures_do_not_stop_the_publisher(
 
     // A rejected configuration becomes a Warning; RBAC denies it.
     publisher.notify(&SettingsChange::Rejected {
-        source: "configmap",
+        source: Source::ConfigMap,
         reason: "fault_error_rate: 2 is not between 0 and 1".into(),
     });
     let (req, send) = next_request(&mut handle).await;

@@ -9,20 +9,52 @@ use super::{FaultConfig, RuntimeSettings, SettingsError, SettingsPatch};
 use crate::telemetry::labels::ReloadResult;
 use crate::telemetry::{LogReloader, Metrics};
 
+/// Where a change of the runtime settings came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `PUT /admin/runtime`: a partial update of the settings in force.
+    Admin,
+    /// The runtime ConfigMap: declarative, applied over the command line's
+    /// settings, so a key removed from it goes back to its flag.
+    ConfigMap,
+}
+
+impl Source {
+    /// Its name in logs and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::ConfigMap => "configmap",
+        }
+    }
+
+    /// Whether a change from it replaces every setting it does not name with the
+    /// command line's (declarative) or keeps the one in force.
+    fn is_declarative(self) -> bool {
+        matches!(self, Self::ConfigMap)
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A change that was applied or rejected, for whoever publishes such things (Kubernetes Events).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SettingsChange {
     /// New settings are in force.
     Applied {
-        /// `configmap` or `admin`.
-        source: &'static str,
+        /// Where it came from.
+        source: Source,
         /// The settings now in force, as JSON.
         settings: String,
     },
     /// A change was refused; the previous settings stay.
     Rejected {
-        /// `configmap` or `admin`.
-        source: &'static str,
+        /// Where it came from.
+        source: Source,
         /// Every problem found.
         reason: String,
     },
@@ -96,13 +128,13 @@ impl LiveSettings {
 
     /// `PUT /admin/runtime`: changes the named fields of the current settings.
     pub fn update(&self, patch: &SettingsPatch) -> Result<Arc<RuntimeSettings>, SettingsError> {
-        self.apply("admin", patch, false)
+        self.apply(Source::Admin, patch)
     }
 
     /// `PUT /admin/runtime` with a body that is not a settings patch: a rejected
     /// change too, counted and published like an invalid value.
     pub fn reject_update(&self, err: &SettingsError) {
-        self.rejected("admin", err);
+        self.rejected(Source::Admin, err);
     }
 
     /// The runtime ConfigMap's `data`, or `None` when it does not exist: its keys over
@@ -114,22 +146,25 @@ impl LiveSettings {
         let patch = match data.map(SettingsPatch::from_config_map).transpose() {
             Ok(patch) => patch.unwrap_or_default(),
             Err(err) => {
-                self.rejected("configmap", &err);
+                self.rejected(Source::ConfigMap, &err);
                 return Err(err);
             }
         };
-        self.apply("configmap", &patch, true)
+        self.apply(Source::ConfigMap, &patch)
     }
 
     fn apply(
         &self,
-        source: &'static str,
+        source: Source,
         patch: &SettingsPatch,
-        declarative: bool,
     ) -> Result<Arc<RuntimeSettings>, SettingsError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current.load_full();
-        let from = if declarative { &self.base } else { &*current };
+        let from = if source.is_declarative() {
+            &self.base
+        } else {
+            &*current
+        };
         let next = match patch.apply_to(from) {
             Ok(next) => next,
             Err(err) => {
@@ -156,14 +191,14 @@ impl LiveSettings {
         record_gauges(&self.metrics, &next);
         self.metrics.config_reload(ReloadResult::Applied);
         let settings = serde_json::to_string(&*next).unwrap_or_default();
-        tracing::info!(source, %settings, "runtime settings applied");
+        tracing::info!(source = source.as_str(), %settings, "runtime settings applied");
         self.notify(SettingsChange::Applied { source, settings });
         Ok(next)
     }
 
-    fn rejected(&self, source: &'static str, err: &SettingsError) {
+    fn rejected(&self, source: Source, err: &SettingsError) {
         self.metrics.config_reload(ReloadResult::Rejected);
-        tracing::warn!(source, reason = %err, "runtime settings rejected; previous settings kept");
+        tracing::warn!(source = source.as_str(), reason = %err, "runtime settings rejected; previous settings kept");
         self.notify(SettingsChange::Rejected {
             source,
             reason: err.to_string(),
@@ -267,12 +302,12 @@ mod tests {
         assert!(matches!(
             changes[0],
             SettingsChange::Applied {
-                source: "configmap",
+                source: Source::ConfigMap,
                 ..
             }
         ));
         assert!(
-            matches!(&changes[1], SettingsChange::Rejected { source: "configmap", reason } if reason.contains("forever"))
+            matches!(&changes[1], SettingsChange::Rejected { source: Source::ConfigMap, reason } if reason.contains("forever"))
         );
     }
 

@@ -11,7 +11,7 @@
 
 pub mod live;
 
-pub use live::{LiveSettings, Notifier, SettingsChange};
+pub use live::{LiveSettings, Notifier, SettingsChange, Source};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
