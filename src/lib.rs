@@ -25,6 +25,7 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod store;
+mod sync;
 pub mod telemetry;
 
 use serde::Serialize;

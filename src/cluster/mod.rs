@@ -49,11 +49,7 @@ impl KubeErrors {
     /// One failed call.
     pub fn failed(&self, operation: KubeOperation, error: &dyn std::fmt::Display) {
         self.metrics.kube_error(operation);
-        let first = self
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(operation);
+        let first = crate::sync::lock(&self.failing).insert(operation);
         let operation = operation.as_str();
         if first {
             tracing::warn!(operation, %error, "Kubernetes API call failed; serving on, retrying with backoff");
@@ -64,11 +60,7 @@ impl KubeErrors {
 
     /// The operation works (again).
     pub fn succeeded(&self, operation: KubeOperation) {
-        let was_failing = self
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&operation);
+        let was_failing = crate::sync::lock(&self.failing).remove(&operation);
         if was_failing {
             tracing::info!(
                 operation = operation.as_str(),

@@ -55,7 +55,7 @@ impl Stats {
 
     fn record(&self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let mut histogram = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let mut histogram = crate::sync::lock(&self.latency);
         histogram.saturating_record(micros.max(1));
     }
 
@@ -84,7 +84,7 @@ impl Stats {
         } else {
             errors as f64 / requests as f64
         };
-        let histogram = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let histogram = crate::sync::lock(&self.latency);
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         let seconds = elapsed.as_secs_f64();
         Summary {

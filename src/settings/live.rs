@@ -158,7 +158,7 @@ impl LiveSettings {
         source: Source,
         patch: &SettingsPatch,
     ) -> Result<Arc<RuntimeSettings>, SettingsError> {
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _writer = crate::sync::lock(&self.writer);
         let current = self.current.load_full();
         let from = if source.is_declarative() {
             &self.base

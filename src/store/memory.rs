@@ -65,11 +65,8 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the maps half-updated
-        // (each operation is a single map call), so a poisoned lock is safe to reuse.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // Each operation is a single map call: see crate::sync.
+        crate::sync::lock(&self.inner)
     }
 }
 

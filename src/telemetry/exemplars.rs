@@ -91,14 +91,14 @@ impl BucketExemplars {
     /// Keeps `exemplar` as the latest of its bucket.
     pub fn offer(&self, exemplar: Exemplar) {
         let slot = &self.slots[bucket_of(exemplar.value)];
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(exemplar);
+        *crate::sync::lock(slot) = Some(exemplar);
     }
 
     /// The latest exemplar of bucket `index` (0 is the first bound, [`BUCKETS`]` - 1`
     /// is `+Inf`), if a sampled request landed there.
     pub fn get(&self, index: usize) -> Option<Exemplar> {
         let slot = self.slots.get(index)?;
-        *slot.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(slot)
     }
 }
 
@@ -116,14 +116,14 @@ impl ExemplarStore {
         if let Some(found) = self.find(method, route) {
             return found;
         }
-        let mut all = self.by_series.write().unwrap_or_else(|p| p.into_inner());
+        let mut all = crate::sync::write(&self.by_series);
         let routes = all.entry(method.to_owned()).or_default();
         Arc::clone(routes.entry(route.to_owned()).or_default())
     }
 
     /// The exemplars of `{method, route}`, if that series exists.
     pub fn find(&self, method: &str, route: &str) -> Option<Arc<BucketExemplars>> {
-        let all = self.by_series.read().unwrap_or_else(|p| p.into_inner());
+        let all = crate::sync::read(&self.by_series);
         all.get(method)?.get(route).cloned()
     }
 }

@@ -118,11 +118,11 @@ impl RouteTelemetry {
     }
 
     fn status(&self, status: u16) -> Arc<StatusTelemetry> {
-        let found = read(&self.by_status).get(&status).cloned();
+        let found = crate::sync::read(&self.by_status).get(&status).cloned();
         if let Some(found) = found {
             return found;
         }
-        let mut all = self.by_status.write().unwrap_or_else(|p| p.into_inner());
+        let mut all = crate::sync::write(&self.by_status);
         all.entry(status)
             .or_insert_with(|| {
                 let labels = [
@@ -170,13 +170,10 @@ impl RouteTable {
     pub fn get(&self, method: HttpMethod, route: &str) -> Arc<RouteTelemetry> {
         // The read guard must be gone before the write lock is taken: a `match` on
         // the lookup would keep it alive through the arms and deadlock.
-        let found = read(&self.routes).get(route).cloned();
+        let found = crate::sync::read(&self.routes).get(route).cloned();
         let methods = match found {
             Some(methods) => methods,
-            None => self
-                .routes
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
+            None => crate::sync::write(&self.routes)
                 .entry(route.into())
                 .or_insert_with(|| Arc::new(std::array::from_fn(|_| OnceLock::new())))
                 .clone(),
@@ -217,8 +214,4 @@ impl RouteTable {
             route,
         }
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
 }
