@@ -19,7 +19,8 @@ use crate::store::{MemoryStore, PostgresStore, Store};
 use crate::telemetry::{self, Metrics, TelemetryError};
 use opentelemetry_sdk::Resource;
 
-/// How serving ends: the shutdown sequence's timings.
+/// How connections are served and how serving ends: the connection limits and
+/// the shutdown sequence's timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifecycle {
     /// Serve on, not ready, this long after the shutdown signal.
@@ -30,6 +31,8 @@ pub struct Lifecycle {
     pub header_read_timeout: Duration,
     /// Close a connection whose response makes no progress for this long.
     pub write_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 /// Why the application could not be built (at start-up only).
@@ -116,6 +119,7 @@ impl App {
                 shutdown_timeout: args.shutdown_timeout,
                 header_read_timeout: args.header_read_timeout,
                 write_timeout: args.write_timeout,
+                max_connections: args.max_connections,
             },
             pod,
             resource,

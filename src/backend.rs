@@ -16,6 +16,7 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderInjector;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use serde_json::value::RawValue;
 
 use crate::config::ServeArgs;
 use crate::telemetry::metrics::{ClientCall, ClientOutcome};
@@ -29,9 +30,19 @@ pub const HOP_HEADER: HeaderName = HeaderName::from_static("x-pulse-hop");
 /// Pulses can be any length.
 pub const PATH: &str = "/api/backend";
 
-/// Largest backend answer read: a chain's answers are small JSON, and a backend
-/// that sends more must not grow this process's memory.
-pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Largest backend answer read: a chain's answers are small JSON (about 100
+/// bytes a hop, at most 32 hops), and a backend that sends more, or sends for
+/// ever, must not grow this process's memory.
+///
+/// A call holds the answer read so far (never a buffer larger than this: see
+/// [`AnswerBuffer`]) and the HTTP client's read buffer (hyper's, up to about
+/// 400 KiB, not configurable through reqwest); the answer is checked and passed
+/// on as text, never as a tree of values (which can take many times its size).
+/// With this bound a call stays under [`MAX_CALL_BYTES`].
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// What one backend call may hold in memory at most (tests/backend.rs measures it).
+pub const MAX_CALL_BYTES: usize = 1024 * 1024;
 
 /// Why a backend call gave no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +64,11 @@ pub enum BackendError {
     /// The backend answered with an error status.
     #[error("the backend answered {0}")]
     Status(u16),
+    /// The backend answered with a redirect, which is not followed: the chain's
+    /// backends are named by `--backend-url`, not by what a backend answers (and
+    /// following would send the request's `traceparent` wherever `Location` points).
+    #[error("the backend answered {0}, a redirect, which Pulse does not follow")]
+    Redirect(u16),
     /// The answer was not JSON, or larger than [`MAX_ANSWER_BYTES`].
     #[error("the backend's answer is unusable: {0}")]
     Body(String),
@@ -91,6 +107,8 @@ impl Backend {
             // Connections are kept and reused: a chain under load would otherwise
             // open one per request.
             client: reqwest::Client::builder()
+                // A redirect is an answer (a 502 that says so), not a new target.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| error_chain(&e)),
         });
@@ -108,7 +126,7 @@ impl Backend {
         &self,
         hop: u32,
         metrics: &Metrics,
-    ) -> Result<Option<serde_json::Value>, BackendError> {
+    ) -> Result<Option<Box<RawValue>>, BackendError> {
         let Some(target) = &self.target else {
             return Ok(None);
         };
@@ -135,7 +153,9 @@ impl Backend {
         let outcome = match &answer {
             Ok(_) => ClientOutcome::Answered(200),
             Err(BackendError::HopLimit) => ClientOutcome::Answered(508),
-            Err(BackendError::Status(status)) => ClientOutcome::Answered(*status),
+            Err(BackendError::Status(status) | BackendError::Redirect(status)) => {
+                ClientOutcome::Answered(*status)
+            }
             Err(BackendError::Timeout(_)) => ClientOutcome::Failed("timeout"),
             Err(BackendError::Unreachable { .. }) => ClientOutcome::Failed("connect"),
             // A 200 whose body could not be read as JSON.
@@ -175,7 +195,7 @@ impl Backend {
         &self,
         target: &Target,
         headers: HeaderMap,
-    ) -> Result<serde_json::Value, BackendError> {
+    ) -> Result<Box<RawValue>, BackendError> {
         let failed = |err: reqwest::Error| {
             if err.is_timeout() {
                 BackendError::Timeout(self.timeout)
@@ -200,21 +220,67 @@ impl Backend {
             .send()
             .await
             .map_err(failed)?;
-        match response.status().as_u16() {
-            200 => {}
-            508 => return Err(BackendError::HopLimit),
-            status => return Err(BackendError::Status(status)),
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(failed)? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(BackendError::Body(format!(
-                    "larger than {MAX_ANSWER_BYTES} bytes"
-                )));
+        match response.status() {
+            status if status == reqwest::StatusCode::OK => {}
+            status if status.is_redirection() => {
+                return Err(BackendError::Redirect(status.as_u16()));
             }
-            body.extend_from_slice(&chunk);
+            status if status.as_u16() == 508 => return Err(BackendError::HopLimit),
+            status => return Err(BackendError::Status(status.as_u16())),
         }
-        serde_json::from_slice(&body).map_err(|e| BackendError::Body(e.to_string()))
+        let too_large = || BackendError::Body(format!("larger than {MAX_ANSWER_BYTES} bytes"));
+        // An announced size over the bound is refused before anything is read.
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = AnswerBuffer::default();
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
+            if !body.push(&chunk) {
+                return Err(too_large());
+            }
+        }
+        // Checked as JSON in place: the text is what is passed on.
+        let text = String::from_utf8(body.0).map_err(|e| BackendError::Body(e.to_string()))?;
+        RawValue::from_string(text).map_err(|e| BackendError::Body(e.to_string()))
+    }
+}
+
+/// The answer read so far: at most [`MAX_ANSWER_BYTES`], and never a buffer
+/// larger than that. A `Vec` that grows by doubling would reserve up to twice the
+/// bound, and copy as it grows; this one grows the same way but stops at it.
+#[derive(Debug, Default)]
+struct AnswerBuffer(Vec<u8>);
+
+impl AnswerBuffer {
+    /// Appends `chunk`; `false` (and nothing appended) when that would pass the bound.
+    fn push(&mut self, chunk: &[u8]) -> bool {
+        let needed = self.0.len() + chunk.len();
+        if needed > MAX_ANSWER_BYTES {
+            return false;
+        }
+        if needed > self.0.capacity() {
+            let grown = (self.0.capacity() * 2).clamp(needed, MAX_ANSWER_BYTES);
+            self.0.reserve_exact(grown - self.0.len());
+        }
+        self.0.extend_from_slice(chunk);
+        true
+    }
+}
+
+impl BackendError {
+    /// What the client is told: what failed, without the backend's address or
+    /// the operating system's words (those are in the log line of the failure).
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unreachable { .. } => "the backend could not be reached".to_owned(),
+            Self::Body(_) => format!(
+                "the backend's answer is unusable (not JSON, or larger than {MAX_ANSWER_BYTES} bytes)"
+            ),
+            other => other.to_string(),
+        }
     }
 }
 
@@ -229,4 +295,44 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_buffer_never_holds_more_than_the_bound() {
+        let mut buffer = AnswerBuffer::default();
+        let chunk = [b'x'; 16 * 1024 + 7];
+        while buffer.push(&chunk) {
+            assert!(
+                buffer.0.capacity() <= MAX_ANSWER_BYTES,
+                "{}",
+                buffer.0.capacity()
+            );
+        }
+        assert!(buffer.0.len() + chunk.len() > MAX_ANSWER_BYTES);
+        assert!(buffer.push(&[b'x'; MAX_ANSWER_BYTES][..MAX_ANSWER_BYTES - buffer.0.len()]));
+        assert_eq!(buffer.0.len(), MAX_ANSWER_BYTES);
+        assert!(!buffer.push(b"x"));
+    }
+
+    #[test]
+    fn public_messages_name_no_address_and_no_os_error() {
+        let err = BackendError::Unreachable {
+            url: "http://10.0.0.7:8080/api/backend".into(),
+            reason: "error sending request: Connection refused (os error 111)".into(),
+        };
+        let message = err.public_message();
+        assert!(
+            !message.contains("10.0.0.7") && !message.contains("os error"),
+            "{message}"
+        );
+        assert!(
+            BackendError::Redirect(302)
+                .public_message()
+                .contains("redirect")
+        );
+    }
 }

@@ -289,14 +289,32 @@ async fn bad_input_is_a_counted_4xx_json_error_and_changes_nothing() {
             415,
             None,
         ),
+        // A field missing from a JSON body is JSON of the wrong shape (422); from
+        // a query string, a missing parameter (400).
         (
             "POST",
             "/api/users",
             json,
             br#"{"name":"a"}"#,
-            400,
+            422,
             Some("email"),
         ),
+        ("POST", "/api/users", json, b"{}", 422, Some("name")),
+        ("POST", "/api/users?name=Bob", None, b"", 400, Some("email")),
+        ("PUT", "/api/users/1", json, b"{}", 422, None),
+        // A struct's fields as an array: serde would take it; the API does not.
+        (
+            "POST",
+            "/api/users",
+            json,
+            br#"["Arr","arr@x.y"]"#,
+            422,
+            None,
+        ),
+        ("PUT", "/api/users/1", json, br#"["Renamed"]"#, 422, None),
+        ("POST", "/data", json, br#"["k2",5]"#, 422, None),
+        ("POST", "/data", json, br#"["k",,]"#, 400, None),
+        ("POST", "/data", json, b"7", 422, None),
         (
             "POST",
             "/api/users",

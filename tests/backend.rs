@@ -154,11 +154,25 @@ fn an_unreachable_backend_is_a_502_and_a_silent_one_a_504_within_the_timeout() {
     let caller = Pulse::start(&["--backend-url", &format!("http://127.0.0.1:{closed}")]);
     let (status, body, retry, _) = failed_call(&caller);
     assert_eq!(status, 502);
-    assert!(
-        body["error"].as_str().unwrap().contains("cannot reach"),
-        "{body}"
-    );
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("could not be reached"), "{body}");
+    // The client learns what failed, not where the backend is or what the OS said.
+    for internal in ["127.0.0.1", &closed.to_string(), "os error", "refused"] {
+        assert!(!error.contains(internal), "{internal:?} in {body}");
+    }
     assert_eq!(retry.as_deref(), Some("1"));
+    // The operator does: the log line of the failure has both.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        caller
+            .lines()
+            .iter()
+            .any(|l| l.contains("backend call failed")
+                && l.contains(&format!("127.0.0.1:{closed}"))
+                && l.contains("refused")),
+        "{:?}",
+        caller.lines()
+    );
     let metrics = caller.scrape();
     assert_eq!(
         metrics.value("api_errors_total", &[("error_type", "backend")]),
@@ -325,4 +339,127 @@ fn a_backend_answer_that_is_not_json_or_too_large_is_a_502() {
         assert_eq!(status, 502);
         assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
     }
+}
+
+/// A fake backend on a loopback port: for each connection, reads the request
+/// head and lets `answer` write whatever it wants; returns its URL.
+fn fake_backend(answer: impl Fn(&mut std::net::TcpStream) + Send + Sync + 'static) -> String {
+    use std::io::Read as _;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                answer(&mut stream);
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_redirecting_backend_is_a_502_that_says_so_and_is_not_followed() {
+    use std::io::{Read as _, Write as _};
+    // Where the redirect points: it must never be called (nor get a traceparent).
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    let location = format!("http://{}/api/backend", elsewhere.local_addr().unwrap());
+    elsewhere.set_nonblocking(true).unwrap();
+    let backend = fake_backend(move |stream| {
+        let answer =
+            format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+        let _ = stream.write_all(answer.as_bytes());
+    });
+    let caller = Pulse::start(&["--backend-url", &backend]);
+    let (status, body, retry, _) = failed_call(&caller);
+    assert_eq!(status, 502, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("302") && error.contains("redirect"),
+        "{body}"
+    );
+    assert_eq!(retry.as_deref(), Some("1"));
+    std::thread::sleep(Duration::from_millis(300));
+    match elsewhere.accept() {
+        Ok((mut followed, _)) => {
+            let mut request = vec![0u8; 4096];
+            let n = followed.read(&mut request).unwrap_or(0);
+            panic!(
+                "the redirect was followed: {}",
+                String::from_utf8_lossy(&request[..n])
+            );
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+    }
+    let metrics = caller.scrape();
+    assert_eq!(
+        metrics.value(
+            "http_client_request_duration_seconds_count",
+            &[("http_response_status_code", "302")]
+        ),
+        1.0
+    );
+}
+
+/// A process's resident memory and its peak since the last reset, in bytes (Linux).
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[test]
+fn a_backend_streaming_an_endless_answer_costs_at_most_the_answer_bound_per_call() {
+    use std::io::Write as _;
+    // Valid JSON for as long as it goes: only the bound can stop the read.
+    let backend = fake_backend(|stream| {
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n[1,1,\r\n",
+        );
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "1,".repeat(32 * 1024));
+        while stream.write_all(chunk.as_bytes()).is_ok() {}
+    });
+    let caller = Pulse::start(&["--backend-url", &backend, "--log-level", "error"]);
+    let pid = caller.child.id();
+    let calls = 24;
+    // Let the process reach its working size (threads, connection pool) first.
+    assert_eq!(failed_call(&caller).0, 502);
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak (clear_refs)");
+    let (before, _) = memory(pid);
+    let threads: Vec<_> = (0..calls)
+        .map(|_| {
+            let url = caller.url("/api/backend");
+            std::thread::spawn(move || {
+                let reply = client().get(url).send().unwrap();
+                (reply.status().as_u16(), reply.text().unwrap())
+            })
+        })
+        .collect();
+    for thread in threads {
+        let (status, body) = thread.join().unwrap();
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("unusable"), "{body}");
+    }
+    let (_, peak) = memory(pid);
+    let per_call = peak.saturating_sub(before) / calls;
+    eprintln!("peak {peak} B, before {before} B: {per_call} B per concurrent call");
+    assert!(
+        per_call <= pulse::backend::MAX_CALL_BYTES as u64,
+        "{per_call} bytes per call, bound {}",
+        pulse::backend::MAX_CALL_BYTES
+    );
 }

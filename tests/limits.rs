@@ -282,3 +282,40 @@ fn a_full_store_refuses_writes_with_507_and_keeps_serving_reads() {
     );
     assert_eq!(metrics.value("pulse_data_items", &[]), stored as f64);
 }
+
+#[test]
+fn connections_past_max_connections_are_closed_at_once_and_counted() {
+    let pulse = Pulse::start(&["--max-connections", "3"]);
+    // Three keep-alive connections, each having had an answer, held open.
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = connect(&pulse);
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: pulse\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            let n = stream.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+    // The fourth is accepted by the kernel, then closed by Pulse without an answer.
+    for _ in 0..2 {
+        let mut refused = connect(&pulse);
+        let started = Instant::now();
+        let _ = refused.write_all(b"GET /healthz HTTP/1.1\r\nHost: pulse\r\n\r\n");
+        let (answer, closed) = read_until_closed(&mut refused);
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        assert!(closed - started < Duration::from_secs(1), "closed at once");
+    }
+    // One closes: there is room again, and the count shows.
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(300));
+    let metrics = pulse.scrape();
+    assert_eq!(metrics.value("pulse_connections_rejected_total", &[]), 2.0);
+    assert_eq!(
+        metrics.value("pulse_connections_open", &[]),
+        3.0,
+        "two held and the scrape's own"
+    );
+}

@@ -154,3 +154,60 @@ async fn connection_close_while_draining_does_not_depend_on_the_telemetry_layer(
     assert_eq!(reply.headers()["connection"], "close");
     pulse.served.await.unwrap().expect("serve returns Ok");
 }
+
+/// Reads one answer (head and a Content-Length body) from `stream`.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed without an answer: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_request_on_an_idle_keep_alive_connection_during_the_drain_is_answered() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut pulse = start(args(0, 5_000)).await;
+    let addr = pulse.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = b"GET /api/users HTTP/1.1\r\nHost: pulse\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    assert!(read_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Idle on keep-alive when the drain starts: hyper's own graceful shutdown
+    // closes such a connection at once, losing a request already on its way.
+    pulse.shut_down();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(request).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    pulse.served.await.unwrap().expect("serve returns Ok");
+}

@@ -31,6 +31,9 @@ pub mod defaults {
     pub const MAX_STORE_BYTES: usize = 8 * 1024 * 1024;
     /// `--max-concurrency`.
     pub const MAX_CONCURRENCY: usize = 1024;
+    /// `--max-connections`: well under the usual open-file limits of a container
+    /// (1048576) and far above what one replica serves well.
+    pub const MAX_CONNECTIONS: usize = 10_000;
     /// `--header-read-timeout`.
     pub const HEADER_READ_TIMEOUT: &str = "30s";
     /// `--write-timeout`.
@@ -134,6 +137,13 @@ pub struct ServeArgs {
           value_parser = rules::concurrency)]
     pub max_concurrency: usize,
 
+    /// TCP connections open at once, on all listeners (1..=1000000); past it a new
+    /// connection is closed as soon as it is accepted (counted in
+    /// `pulse_connections_rejected_total`).
+    #[arg(long, env = "PULSE_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS,
+          value_parser = rules::connections)]
+    pub max_connections: usize,
+
     /// Close a connection whose request head is not complete this long after
     /// it opened or after its last response (slowloris; also the idle keep-alive timeout).
     #[arg(long, env = "PULSE_HEADER_READ_TIMEOUT", default_value = defaults::HEADER_READ_TIMEOUT, value_parser = rules::positive_duration)]
@@ -231,6 +241,7 @@ impl Default for ServeArgs {
             request_timeout: duration(defaults::REQUEST_TIMEOUT),
             max_store_bytes: defaults::MAX_STORE_BYTES,
             max_concurrency: defaults::MAX_CONCURRENCY,
+            max_connections: defaults::MAX_CONNECTIONS,
             header_read_timeout: duration(defaults::HEADER_READ_TIMEOUT),
             write_timeout: duration(defaults::WRITE_TIMEOUT),
             fault_error_rate: defaults::FAULT_ERROR_RATE,

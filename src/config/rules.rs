@@ -25,6 +25,9 @@ pub const MAX_BYTES: usize = 1 << 30;
 /// process serves well.
 pub const MAX_CONCURRENCY: usize = 1_000_000;
 
+/// Largest `--max-connections`: far past the descriptors one process is given.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// A human-readable duration such as `250ms`, `5s` or `1m`.
 pub fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
@@ -83,6 +86,11 @@ pub fn bytes(value: &str) -> Result<usize, String> {
 /// A concurrency limit from 1 to [`MAX_CONCURRENCY`].
 pub fn concurrency(value: &str) -> Result<usize, String> {
     count(value, MAX_CONCURRENCY)
+}
+
+/// A connection limit from 1 to [`MAX_CONNECTIONS`].
+pub fn connections(value: &str) -> Result<usize, String> {
+    count(value, MAX_CONNECTIONS)
 }
 
 /// Most `--backend-max-hops` accepted: far deeper than any real chain.
@@ -173,6 +181,11 @@ fn count(value: &str, max: usize) -> Result<usize, String> {
         _ => Err(format!("must be an integer between 1 and {max}")),
     }
 }
+
+/// "Not blank, no control characters" as a pattern, for the OpenAPI document:
+/// no character `char::is_control` matches, and at least one that
+/// `char::is_whitespace` does not (what `trim().is_empty()` refuses).
+pub const NOT_BLANK_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$";
 
 /// Longest log filter accepted: far above any real directive list.
 pub const MAX_LOG_LEVEL_CHARS: usize = 1024;
@@ -287,5 +300,8 @@ mod tests {
         assert_eq!(bytes("1073741824"), Ok(MAX_BYTES));
         assert!(bytes("1073741825").is_err());
         assert!(concurrency("0").is_err());
+        assert_eq!(connections("1000000"), Ok(MAX_CONNECTIONS));
+        assert!(connections("1000001").is_err());
+        assert!(connections("0").is_err());
     }
 }

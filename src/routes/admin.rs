@@ -6,9 +6,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::extract;
 use crate::settings::{RuntimeSettings, SettingsError, SettingsPatch};
 use crate::state::AppState;
 
@@ -24,24 +24,25 @@ pub async fn get(State(state): State<AppState>) -> Json<RuntimeSettings> {
     request_body = SettingsPatch,
     responses(
         (status = 200, description = "Settings in force after the change", body = RuntimeSettings),
-        (status = 400, description = "Rejected (malformed JSON, unknown key, wrong type or value out of range); the previous settings stay", body = ErrorBody),
+        (status = 400, description = "Rejected (malformed JSON, not an object, unknown key, wrong type or value out of range); the previous settings stay", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
-    patch: Result<Json<SettingsPatch>, JsonRejection>,
+    patch: Result<extract::Json<SettingsPatch>, ApiError>,
 ) -> Result<Json<RuntimeSettings>, ApiError> {
     let patch = match patch {
-        Ok(Json(patch)) => patch,
+        Ok(extract::Json(patch)) => patch,
         Err(rejection) => {
             // A body that is not a patch is a rejected change too: counted and
             // published like an invalid value.
             state
                 .settings
-                .reject_update(&SettingsError::one(rejection.body_text()));
-            // A wrong key or value is a rejected change (400, naming the key), like
-            // a value out of range; a body that is not JSON keeps its own status.
-            return Err(match ApiError::from(rejection) {
+                .reject_update(&SettingsError::one(rejection.to_string()));
+            // A wrong key or value, or a body that is not an object, is a rejected
+            // change (400, naming the key), like a value out of range; a body that
+            // is not JSON keeps its own status.
+            return Err(match rejection {
                 ApiError::Unprocessable { message, field } => ApiError::Validation {
                     message: format!(
                         "runtime settings rejected, previous settings kept: {message}"

@@ -28,7 +28,7 @@ pub struct BackendReply {
     /// The backend's answer (the same shape, one hop further), or null where no
     /// backend is configured: the end of the chain.
     #[schema(value_type = Option<Object>)]
-    pub backend: Option<serde_json::Value>,
+    pub backend: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Call the backend (`--backend-url`) and answer with its answer; without a
@@ -40,7 +40,7 @@ pub struct BackendReply {
     responses(
         (status = 200, description = "This Pulse and, nested, the rest of the chain", body = BackendReply),
         (status = 400, description = "`x-pulse-hop` is not an integer from 0 to 32", body = ErrorBody),
-        (status = 502, description = "The backend is unreachable or answered an error (`Retry-After: 1`)", body = ErrorBody),
+        (status = 502, description = "The backend is unreachable, answered an error or a redirect (not followed), or answered something that is not JSON (`Retry-After: 1`)", body = ErrorBody),
         (status = 504, description = "The backend did not answer within `--backend-timeout` (`Retry-After: 1`)", body = ErrorBody),
         (status = 508, description = "The chain is `--backend-max-hops` deep: a backend URL points back at a caller", body = ErrorBody)))]
 pub async fn call(
@@ -70,7 +70,7 @@ pub async fn call(
         match err {
             BackendError::Timeout(limit) => ApiError::GatewayTimeout(limit),
             BackendError::HopLimit => ApiError::LoopDetected(backend.max_hops),
-            other => ApiError::BadGateway(other.to_string().into()),
+            other => ApiError::BadGateway(other.public_message().into()),
         }
     })?;
     let info = &state.info;

@@ -107,6 +107,7 @@ pub async fn delay(Path(seconds): Path<String>) -> Result<Json<DelayBody>, ApiEr
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
         (status = 204, description = "No Content: no body"),
+        (status = 205, description = "Reset Content: no body"),
         (status = 304, description = "Not Modified: no body"),
         (status = 400, description = "Not a registered status from 200 to 599", body = ErrorBody)))]
 pub async fn status_get(code: Path<String>) -> Result<Response, ApiError> {
@@ -120,6 +121,7 @@ pub async fn status_get(code: Path<String>) -> Result<Response, ApiError> {
     responses(
         (status = "default", description = "The requested status", body = StatusBody),
         (status = 204, description = "No Content: no body"),
+        (status = 205, description = "Reset Content: no body"),
         (status = 304, description = "Not Modified: no body"),
         (status = 400, description = "Not a registered status from 200 to 599", body = ErrorBody)))]
 pub async fn status_post(code: Path<String>) -> Result<Response, ApiError> {
@@ -168,8 +170,11 @@ async fn status(Path(code): Path<String>) -> Result<Response, ApiError> {
                 "code must be a registered HTTP status from 200 to 599 (e.g. 200, 404, 418, 503)",
             )
         })?;
-    // 204 and 304 responses cannot carry a body.
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    // 204, 205 and 304 responses carry no content (RFC 9110, 15.3.5, 15.3.6, 15.4.5).
+    if matches!(
+        status,
+        StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
+    ) {
         return Ok(status.into_response());
     }
     Ok((

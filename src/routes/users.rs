@@ -19,7 +19,7 @@ const MAX_NAME_CHARS: usize = 100;
 const MAX_EMAIL_CHARS: usize = 254;
 /// The name rule as a pattern, for the OpenAPI document: no control characters,
 /// and at least one character that is not white space. [`validate_name`] checks it.
-const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$";
+const NAME_PATTERN: &str = crate::config::rules::NOT_BLANK_PATTERN;
 /// The email rule as a pattern: one `@` with something on both sides, no white
 /// space or control characters. [`validate_email`] checks it.
 const EMAIL_PATTERN: &str = r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+@[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$";
@@ -171,23 +171,26 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiEr
     request_body(content = NewUserInput),
     responses(
         (status = 201, description = "Created", body = User),
-        (status = 400, description = "Missing or invalid field", body = crate::error::ErrorBody),
+        (status = 400, description = "Malformed JSON, an invalid field, or a missing query parameter", body = crate::error::ErrorBody),
         (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody),
+        (status = 422, description = "JSON of the wrong shape: not an object, a field missing, `null`, of the wrong type or unknown", body = crate::error::ErrorBody),
         (status = 507, description = "The store is full (`--max-store-bytes`); nothing was written", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    JsonOrQuery(input): JsonOrQuery<UserInput>,
+    JsonOrQuery {
+        value: input,
+        source,
+    }: JsonOrQuery<UserInput>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let name = validate_name(
         input
             .name
-            .ok_or_else(|| ApiError::invalid("name", "name is required"))?,
+            .ok_or_else(|| source.shape_error(Some("name"), "name is required"))?,
     )?;
     let email = validate_email(
         input
             .email
-            .ok_or_else(|| ApiError::invalid("email", "email is required"))?,
+            .ok_or_else(|| source.shape_error(Some("email"), "email is required"))?,
     )?;
     let user = state.store.create_user(NewUser { name, email }).await?;
     tracing::info!(user.id = user.id, "user created");
@@ -220,21 +223,21 @@ pub async fn get(
     request_body(content = UserInput),
     responses(
         (status = 200, description = "The updated user", body = User),
-        (status = 400, description = "Invalid id or field, or nothing to change", body = crate::error::ErrorBody),
+        (status = 400, description = "Invalid id, malformed JSON, an invalid field, or no query parameter to change", body = crate::error::ErrorBody),
         (status = 404, description = "No such user", body = crate::error::ErrorBody),
         (status = 415, description = "Body is not JSON", body = crate::error::ErrorBody),
-        (status = 422, description = "JSON of the wrong shape", body = crate::error::ErrorBody),
+        (status = 422, description = "JSON of the wrong shape: not an object, no field, a field `null`, of the wrong type or unknown", body = crate::error::ErrorBody),
         (status = 507, description = "The store is full (`--max-store-bytes`); nothing was written", body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(UserId { id }): Path<UserId>,
-    JsonOrQuery(input): JsonOrQuery<UserInput>,
+    JsonOrQuery {
+        value: input,
+        source,
+    }: JsonOrQuery<UserInput>,
 ) -> Result<Json<User>, ApiError> {
     if input.name.is_none() && input.email.is_none() {
-        return Err(ApiError::Validation {
-            message: "nothing to update: give name and/or email".into(),
-            field: None,
-        });
+        return Err(source.shape_error(None, "nothing to update: give name and/or email"));
     }
     // Validate everything before touching the store: a bad field changes nothing.
     let changes = UserChanges {

@@ -6,6 +6,7 @@
 //! they stop accepting and in-flight requests drain for at most the shutdown
 //! timeout; then metrics are flushed and [`serve`] returns.
 
+mod body;
 mod connections;
 mod signals;
 mod stream;
@@ -23,7 +24,9 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::cluster::PodEvent;
 use crate::config::ServeArgs;
-use connections::{Connections, Draining};
+pub use connections::{MAX_HEAD_BYTES, MAX_HEADERS};
+
+use connections::{ConnectionLimit, Connections, Draining};
 
 /// How long telemetry may take to flush at exit.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -128,6 +131,12 @@ pub async fn serve(
         tracing::info!("shutdown: no longer accepting; draining in-flight requests");
         let _ = stop_tx.send(true);
     };
+    // One bound for the process: descriptors are per process, not per listener.
+    let limit = ConnectionLimit::new(lifecycle.max_connections);
+    let (open, rejected) = (limit.clone(), limit.clone());
+    state
+        .metrics
+        .observe_connections(move || open.open(), move || rejected.rejected());
     let accepting = serving.into_iter().map(|(listener, router)| {
         let mut stop = stop_rx.clone();
         Connections::new(
@@ -135,6 +144,7 @@ pub async fn serve(
             router,
             lifecycle.header_read_timeout,
             lifecycle.write_timeout,
+            limit.clone(),
             state.metrics.clone(),
         )
         .accept_until(async move {

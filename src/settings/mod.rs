@@ -93,7 +93,11 @@ fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok,
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
-    /// Log filter, e.g. `info` or `pulse=debug,warn`.
+    /// Log filter, e.g. `info` or `pulse=debug,warn`: comma-separated directives,
+    /// each a level or `target=level`.
+    // The schema says what it can of `rules::log_level`: not blank, no control
+    // characters, at most 1024 characters (the directive grammar is beyond it).
+    #[schema(value_type = Option<LogLevel>)]
     pub log_level: Option<String>,
     /// 0 to 1.
     #[schema(minimum = 0, maximum = 1)]
@@ -105,6 +109,23 @@ pub struct SettingsPatch {
     /// `true` makes `/readyz` answer 503.
     pub force_unready: Option<bool>,
 }
+
+/// The schema of a log filter (see [`SettingsPatch::log_level`]).
+pub struct LogLevel;
+
+impl utoipa::PartialSchema for LogLevel {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(rules::MAX_LOG_LEVEL_CHARS))
+            .pattern(Some(rules::NOT_BLANK_PATTERN))
+            .examples(["info", "pulse=debug,warn"])
+            .into()
+    }
+}
+
+impl ToSchema for LogLevel {}
 
 fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
     d: D,

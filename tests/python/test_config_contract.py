@@ -38,6 +38,7 @@ CONFIG = {
     "requestTimeoutSeconds": ("PULSE_REQUEST_TIMEOUT", lambda v: f"{v}s"),
     "maxStoreBytes": ("PULSE_MAX_STORE_BYTES", str),
     "maxConcurrency": ("PULSE_MAX_CONCURRENCY", str),
+    "maxConnections": ("PULSE_MAX_CONNECTIONS", str),
     "headerReadTimeoutSeconds": ("PULSE_HEADER_READ_TIMEOUT", lambda v: f"{v}s"),
     "writeTimeoutSeconds": ("PULSE_WRITE_TIMEOUT", lambda v: f"{v}s"),
     "faultErrorRate": ("PULSE_FAULT_ERROR_RATE", str),
