@@ -423,7 +423,7 @@ fn memory(pid: u32) -> (u64, u64) {
 }
 
 #[test]
-fn a_backend_streaming_an_endless_answer_costs_at_most_the_answer_bound_per_call() {
+fn a_backend_streaming_an_endless_answer_costs_at_most_a_mebibyte_per_call() {
     use std::io::Write as _;
     // Valid JSON for as long as it goes: only the bound can stop the read.
     let backend = fake_backend(|stream| {
