@@ -13,7 +13,9 @@ mod grafana;
 mod http;
 mod kube;
 mod prometheus;
+mod promql;
 mod report;
+mod selectors;
 mod signals;
 
 use std::future::Future;
@@ -22,8 +24,8 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, ValueEnum};
 use tokio::time::Instant;
 
-pub use kube::selector_checks;
 pub use report::{Check, Report, Status};
+pub use selectors::selector_checks;
 
 use http::Endpoint;
 
