@@ -10,18 +10,7 @@ use opentelemetry::{Context, KeyValue};
 
 use super::{Metrics, server_tracer};
 
-/// What the pool holds, at scrape time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolState {
-    /// Connections handed out.
-    pub used: u64,
-    /// Open connections waiting for work.
-    pub idle: u64,
-    /// `--database-pool-size`.
-    pub max: u64,
-    /// Operations waiting for a connection.
-    pub pending: u64,
-}
+pub use super::metrics::PoolState;
 
 /// Spans and the duration histogram of one database server's operations.
 #[derive(Debug)]
@@ -35,7 +24,7 @@ impl DbTelemetry {
     /// For operations on `server` (host, port), recorded into `metrics`.
     pub fn new(metrics: &Metrics, (address, port): (String, u16)) -> Self {
         Self {
-            duration: metrics.db_duration.clone(),
+            duration: metrics.db.duration.clone(),
             address,
             port,
         }

@@ -69,12 +69,13 @@ impl RouteTelemetry {
         self.bound.get_or_init(|| {
             let m = &self.metrics;
             Bound {
-                duration: m.http_duration.bind(&self.labels),
+                duration: m.http.duration.bind(&self.labels),
                 exemplars: m
+                    .http
                     .exemplars
                     .series(self.labels[0].value.as_str().as_ref(), &self.route),
-                request_size: m.http_request_size.bind(&self.labels),
-                in_progress: m.http_in_progress.bind(&self.labels),
+                request_size: m.http.request_size.bind(&self.labels),
+                in_progress: m.http.in_progress.bind(&self.labels),
             }
         })
     }
@@ -114,7 +115,7 @@ impl RouteTelemetry {
             bound.exemplars.record(trace_id, span_id, start, elapsed);
         }
         bound.request_size.record(request_bytes);
-        self.metrics.app_requests.add(1, &[]);
+        self.metrics.http.app_requests.add(1, &[]);
     }
 
     fn status(&self, status: u16) -> Arc<StatusTelemetry> {
@@ -131,8 +132,8 @@ impl RouteTelemetry {
                     KeyValue::new("status", i64::from(status)),
                 ];
                 Arc::new(StatusTelemetry {
-                    requests: self.metrics.http_requests.bind(&labels),
-                    response_size: self.metrics.http_response_size.bind(&labels),
+                    requests: self.metrics.http.requests.bind(&labels),
+                    response_size: self.metrics.http.response_size.bind(&labels),
                 })
             })
             .clone()

@@ -1,0 +1,63 @@
+//! The per-request HTTP instruments, bound per route by `telemetry/routes.rs`.
+
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+
+use super::super::exemplars::ExemplarStore;
+use super::super::schema::{DURATION_BUCKETS, SIZE_BUCKETS};
+
+/// `http_*` and `app_requests_total`, with the duration histogram's exemplars.
+pub struct HttpMetrics {
+    /// `http_requests_total{method, route, status}`
+    pub(in crate::telemetry) requests: Counter<u64>,
+    /// `http_request_duration_seconds{method, route}`
+    pub(in crate::telemetry) duration: Histogram<f64>,
+    /// `http_requests_in_progress{method, route}`
+    pub(in crate::telemetry) in_progress: UpDownCounter<i64>,
+    /// `http_request_size_bytes{method, route}`
+    pub(in crate::telemetry) request_size: Histogram<u64>,
+    /// `http_response_size_bytes{method, route, status}`
+    pub(in crate::telemetry) response_size: Histogram<u64>,
+    /// `app_requests_total`: API requests, probes and `/metrics` excluded.
+    pub(in crate::telemetry) app_requests: Counter<u64>,
+    /// The exemplars of `http_request_duration_seconds`, per series.
+    pub(in crate::telemetry) exemplars: ExemplarStore,
+}
+
+impl HttpMetrics {
+    /// Creates its instruments on `meter`.
+    pub(super) fn new(meter: &Meter) -> Self {
+        Self {
+            requests: meter
+                .u64_counter("http_requests")
+                .with_description("Total HTTP requests by method, route template and status")
+                .build(),
+            duration: meter
+                .f64_histogram("http_request_duration")
+                .with_unit("s")
+                .with_description("HTTP request latency in seconds")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build(),
+            in_progress: meter
+                .i64_up_down_counter("http_requests_in_progress")
+                .with_description("HTTP requests currently being served")
+                .build(),
+            request_size: meter
+                .u64_histogram("http_request_size")
+                .with_unit("By")
+                .with_description("HTTP request body size in bytes")
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+            response_size: meter
+                .u64_histogram("http_response_size")
+                .with_unit("By")
+                .with_description("HTTP response body size in bytes")
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+            app_requests: meter
+                .u64_counter("app_requests")
+                .with_description("Total API requests (probes and /metrics excluded)")
+                .build(),
+            exemplars: ExemplarStore::default(),
+        }
+    }
+}
