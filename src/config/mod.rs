@@ -225,13 +225,15 @@ impl Default for ServeArgs {
     /// The command line's defaults, whatever the environment says (for tests,
     /// benchmarks and library use).
     fn default() -> Self {
-        // The defaults are constants that their own tests parse; falling back to
-        // zero could only hide a typo in one of them, which those tests catch.
-        let duration = |text: &str| rules::duration(text).unwrap_or_default();
+        // The defaults are constants: a typo in one is a bug to stop at, never a
+        // silent 0s (`defaults_match_the_contract` parses every one of them).
+        let duration = |text: &str| {
+            rules::duration(text).expect("the default durations are valid durations")
+        };
         Self {
             addr: defaults::ADDR
                 .parse()
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+                .expect("the default address is a socket address"),
             admin_addr: None,
             log_level: defaults::LOG_LEVEL.to_owned(),
             log_format: LogFormat::Json,
