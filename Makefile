@@ -47,10 +47,12 @@ deps: ## Check the external tools the tests use
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ -n "$$PULSE_TEST_DATABASE_URL" ] || { echo "PostgreSQL missing: apt-get install postgresql (or run .ci/run)"; exit 1; }
 
 # The same command builds the binary the Python tests run (TEST_BUILD below).
-TEST_CARGO := $(CARGO) test --all-targets
+# PULSE_TEST_ALL: every suite must run here (a missing PostgreSQL or promtool fails it instead of leaving
+# it to `make test`, as a bare `cargo test` does); PULSE_SOAK_SECONDS: the soak test runs (60 s).
+TEST_CARGO := PULSE_TEST_ALL=1 PULSE_SOAK_SECONDS=$${PULSE_SOAK_SECONDS:-60} $(CARGO) test --all-targets
 
 test-rust: deps ## Unit and integration tests (real router, real binary, promtool, a private PostgreSQL)
-	@echo "cargo test: includes a 60 s soak test (tests/soak.rs; PULSE_SOAK_SECONDS=10 shortens it)"
+	@echo "cargo test: includes a 60 s soak test (tests/soak.rs; PULSE_SOAK_SECONDS=10 shortens it); a bare cargo test leaves it, the PostgreSQL suite and promtool's check to make test"
 	@echo "PostgreSQL: scripts/with-postgres.sh starts a private server (or uses PULSE_TEST_DATABASE_URL)"
 	scripts/with-postgres.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test api'
 

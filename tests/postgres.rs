@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Pulse, client, free_port};
+use common::{Need, Pulse, client, free_port};
 use serde_json::{Value, json};
 
 /// The test server is shared by the tests of this file, which run in parallel;
@@ -58,6 +58,9 @@ fn get(pulse: &Pulse, path: &str) -> (u16, Value) {
 
 #[test]
 fn two_replicas_on_one_database_see_each_others_writes() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     let (a, b) = (start(&url, &[]), start(&url, &[]));
@@ -85,6 +88,9 @@ fn two_replicas_on_one_database_see_each_others_writes() {
 
 #[test]
 fn data_outlives_a_restart() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     let mut pulse = start(&url, &[]);
@@ -100,6 +106,9 @@ fn data_outlives_a_restart() {
 
 #[test]
 fn concurrent_creates_on_two_replicas_never_share_an_id() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     let replicas = Arc::new([start(&url, &[]), start(&url, &[])]);
@@ -128,6 +137,9 @@ fn concurrent_creates_on_two_replicas_never_share_an_id() {
 
 #[test]
 fn the_store_limit_holds_across_replicas() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     // Room for about three users of ~90 bytes each (64 of overhead plus the text).
@@ -164,6 +176,9 @@ fn the_store_limit_holds_across_replicas() {
 
 #[test]
 fn puts_and_deletes_of_one_key_racing_on_two_replicas_neither_fail_nor_miscount() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     let replicas = Arc::new([start(&url, &[]), start(&url, &[])]);
@@ -310,6 +325,9 @@ fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     let proxy = Proxy::to(host_port(&url));
@@ -358,6 +376,9 @@ fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
 
 #[test]
 fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_recovers() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     let proxy = Proxy::to(host_port(&url));
@@ -371,6 +392,9 @@ fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_re
 
 #[test]
 fn stopping_and_restarting_the_database_under_load_answers_503_and_loses_no_acknowledged_write() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _alone = SERVER.write().unwrap_or_else(|p| p.into_inner());
     let pg_ctl = std::env::var("PULSE_TEST_PG_CTL")
         .expect("PULSE_TEST_PG_CTL: run through `make test` (scripts/with-postgres.sh)");
@@ -490,6 +514,9 @@ fn under_load_the_database_goes_and_comes_back(
 
 #[test]
 fn a_bad_database_url_is_refused_at_start() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pulse"))
         .args(["serve", "--kube", "off", "--database-url", "mysql://x@y/z"])
@@ -502,6 +529,9 @@ fn a_bad_database_url_is_refused_at_start() {
 
 #[test]
 fn each_store_operation_is_a_client_span_of_its_request_and_a_measured_operation() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     use common::otlp::{self, hex, string};
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -588,6 +618,9 @@ fn execute(url: &str, sql: &'static str, id: i64) {
 
 #[test]
 fn a_corrupt_stored_record_is_an_error_never_a_made_up_value() {
+    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+        return;
+    }
     let _server = shared();
     let url = database();
     let pulse = start(&url, &[]);

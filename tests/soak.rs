@@ -197,6 +197,9 @@ fn answered_errors(m: &Exposition) -> f64 {
 
 #[test]
 fn random_traffic_grows_no_memory_no_series_and_is_counted_exactly() {
+    if !common::runs_here(common::Need::Soak, "tests/soak.rs (60 s)") {
+        return;
+    }
     let seconds: u64 = std::env::var("PULSE_SOAK_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())

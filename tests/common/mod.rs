@@ -512,3 +512,62 @@ pub fn with_database(server: &str, name: &str) -> String {
         None => url,
     }
 }
+
+/// What a suite needs beyond Rust, which `make test` provides and a bare `cargo test`
+/// may not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A PostgreSQL server (`PULSE_TEST_DATABASE_URL`; `make test` starts one).
+    Postgres,
+    /// `promtool` on the `PATH` (Debian's `prometheus` package).
+    Promtool,
+    /// A minute to spare: the soak test (`make test` runs it).
+    Soak,
+}
+
+impl Need {
+    fn present(self) -> bool {
+        match self {
+            Self::Postgres => std::env::var_os("PULSE_TEST_DATABASE_URL").is_some(),
+            Self::Promtool => std::process::Command::new("promtool")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            // Asked for by make test, or by a length given on purpose.
+            Self::Soak => std::env::var_os("PULSE_SOAK_SECONDS").is_some(),
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL (PULSE_TEST_DATABASE_URL)",
+            Self::Promtool => "promtool",
+            Self::Soak => "PULSE_SOAK_SECONDS",
+        }
+    }
+}
+
+/// Whether a test needing `need` runs here. `make test` sets `PULSE_TEST_ALL=1`: then
+/// everything must be present, and a missing need fails the test. Under a bare
+/// `cargo test` the test is left to `make test`, and the suite says so once, on
+/// stderr itself (libtest captures only the print macros).
+pub fn runs_here(need: Need, suite: &str) -> bool {
+    if need.present() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PULSE_TEST_ALL").is_none(),
+        "{suite} needs {}: make test provides it (make deps says how)",
+        need.what()
+    );
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: {suite} left to `make test` (needs {})",
+            need.what()
+        );
+    });
+    false
+}
