@@ -109,8 +109,11 @@ impl Activity {
     }
 }
 
-/// The message of the error a stalled write ends with, to tell it apart.
-const WRITE_STALLED: &str = "response write made no progress within --write-timeout";
+/// The error a stalled write ends with, told apart by its type (inside the
+/// `io::Error` hyper hands back), not by its message.
+#[derive(Debug, thiserror::Error)]
+#[error("response write made no progress within --write-timeout")]
+struct WriteStalled;
 
 /// How far the connection is in closing.
 enum Closing {
@@ -157,7 +160,7 @@ impl Watched {
         let mut source = std::error::Error::source(err);
         while let Some(cause) = source {
             if let Some(io) = cause.downcast_ref::<io::Error>() {
-                return io.kind() == io::ErrorKind::TimedOut && io.to_string() == WRITE_STALLED;
+                return io.get_ref().is_some_and(|inner| inner.is::<WriteStalled>());
             }
             source = cause.source();
         }
@@ -177,7 +180,7 @@ impl Watched {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WRITE_STALLED)))
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WriteStalled)))
             }
             Poll::Pending => Poll::Pending,
         }
