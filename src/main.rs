@@ -117,10 +117,10 @@ async fn serve(args: ServeArgs, started: Instant) -> anyhow::Result<()> {
         // A second signal means "now": no drain.
         tokio::spawn(async move {
             let signal = signals.recv().await;
-            tracing::warn!(signal, "second signal: exiting now");
-            std::process::exit(Signals::exit_code(signal));
+            tracing::warn!(signal = signal.as_str(), "second signal: exiting now");
+            std::process::exit(signal.exit_code());
         });
-        signal
+        signal.as_str()
     };
     server::serve(listeners, app, shutdown).await?;
     tracing.shutdown(server::FLUSH_TIMEOUT);

@@ -11,7 +11,7 @@ mod connections;
 mod signals;
 mod stream;
 
-pub use signals::Signals;
+pub use signals::{Signal, Signals};
 
 use std::future::Future;
 use std::net::SocketAddr;

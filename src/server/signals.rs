@@ -1,6 +1,33 @@
 //! SIGTERM and SIGINT, as the binary waits for them.
 
-/// SIGTERM and SIGINT, received as a stream of names.
+/// A signal that asks Pulse to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: what Kubernetes sends.
+    Term,
+    /// SIGINT: Ctrl-C.
+    Int,
+}
+
+impl Signal {
+    /// Its name, as logs show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Term => "SIGTERM",
+            Self::Int => "SIGINT",
+        }
+    }
+
+    /// The exit status of a process ended by it: 128 + its number.
+    pub fn exit_code(self) -> i32 {
+        128 + match self {
+            Self::Int => 2,
+            Self::Term => 15,
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, received as a stream.
 #[derive(Debug)]
 pub struct Signals {
     #[cfg(unix)]
@@ -24,27 +51,19 @@ impl Signals {
         Ok(Self {})
     }
 
-    /// Waits for the next signal and returns its name.
-    pub async fn recv(&mut self) -> &'static str {
+    /// Waits for the next signal.
+    pub async fn recv(&mut self) -> Signal {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => Signal::Term,
+                _ = self.int.recv() => Signal::Int,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
-        }
-    }
-
-    /// The exit status of a process ended by `signal`: 128 + its number.
-    pub fn exit_code(signal: &str) -> i32 {
-        128 + match signal {
-            "SIGINT" => 2,
-            _ => 15,
+            Signal::Int
         }
     }
 }
