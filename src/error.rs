@@ -15,10 +15,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
-use crate::telemetry::labels::ErrorKind;
+use crate::telemetry::labels::MetricLabel;
 
 /// An error answered to a client. Each variant is counted under an
-/// [`ErrorKind`], the `error_type` label of `api_errors_total`.
+/// `error_type` label of `api_errors_total` ([`MetricLabel`]), written beside its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is well-formed but a value is out of range or malformed (400).
@@ -88,7 +88,13 @@ pub enum ApiError {
 /// The `error_type` label of an error response, left in the response extensions
 /// for the telemetry middleware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorType(pub ErrorKind);
+pub struct ErrorType(pub &'static str);
+
+impl MetricLabel for ErrorType {
+    fn metric_label(&self) -> &'static str {
+        self.0
+    }
+}
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -133,27 +139,6 @@ impl ApiError {
         }
     }
 
-    /// How `api_errors_total` counts this error.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Validation { .. } | Self::Unprocessable { .. } => ErrorKind::Validation,
-            Self::NotFound(_) => ErrorKind::NotFound,
-            Self::MethodNotAllowed => ErrorKind::MethodNotAllowed,
-            Self::PayloadTooLarge => ErrorKind::PayloadTooLarge,
-            Self::UnsupportedMediaType => ErrorKind::UnsupportedMediaType,
-            Self::Simulated => ErrorKind::Simulated,
-            Self::Injected => ErrorKind::Injected,
-            Self::Timeout(_) => ErrorKind::Timeout,
-            Self::Overloaded => ErrorKind::Overloaded,
-            Self::StoreFull => ErrorKind::StoreFull,
-            Self::BadGateway(_) => ErrorKind::Backend,
-            Self::GatewayTimeout(_) => ErrorKind::BackendTimeout,
-            Self::LoopDetected(_) => ErrorKind::HopLimit,
-            Self::DatabaseUnavailable => ErrorKind::Database,
-            Self::Internal(_) => ErrorKind::Internal,
-        }
-    }
-
     /// A 422 about one field of a JSON body.
     pub fn unprocessable(field: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self::Unprocessable {
@@ -170,6 +155,29 @@ impl ApiError {
     }
 }
 
+impl MetricLabel for ApiError {
+    /// How `api_errors_total` counts this error.
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } | Self::Unprocessable { .. } => "validation",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Simulated => "simulated",
+            Self::Injected => "injected",
+            Self::Timeout(_) => "timeout",
+            Self::Overloaded => "overloaded",
+            Self::StoreFull => "store_full",
+            Self::BadGateway(_) => "backend",
+            Self::GatewayTimeout(_) => "backend_timeout",
+            Self::LoopDetected(_) => "hop_limit",
+            Self::DatabaseUnavailable => "database",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(detail) = &self {
@@ -182,7 +190,9 @@ impl IntoResponse for ApiError {
             field: self.field().map(str::to_owned),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        response.extensions_mut().insert(ErrorType(self.kind()));
+        response
+            .extensions_mut()
+            .insert(ErrorType(self.metric_label()));
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The body is not read, so the connection cannot carry another request:
             // say so, or a client would send its next request into a closing socket.

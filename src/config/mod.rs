@@ -227,9 +227,8 @@ impl Default for ServeArgs {
     fn default() -> Self {
         // The defaults are constants: a typo in one is a bug to stop at, never a
         // silent 0s (`defaults_match_the_contract` parses every one of them).
-        let duration = |text: &str| {
-            rules::duration(text).expect("the default durations are valid durations")
-        };
+        let duration =
+            |text: &str| rules::duration(text).expect("the default durations are valid durations");
         Self {
             addr: defaults::ADDR
                 .parse()

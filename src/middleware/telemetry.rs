@@ -198,8 +198,8 @@ impl Finish {
                 body_size(response.body()),
             );
         }
-        if let Some(ErrorType(kind)) = response.extensions().get::<ErrorType>() {
-            route.metrics().api_error(*kind);
+        if let Some(error) = response.extensions().get::<ErrorType>() {
+            route.metrics().api_error(error);
         }
         if let Some(cx) = &self.span {
             let span = cx.span();

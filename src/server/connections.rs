@@ -26,7 +26,7 @@ use super::body::Serve;
 use super::stream::{Activity, Watched};
 
 use crate::telemetry::Metrics;
-use crate::telemetry::labels::ErrorKind;
+use crate::telemetry::labels::MetricLabel;
 
 /// Largest request head (request line and headers) hyper reads; larger gets 431.
 /// hyper's own bound (its read buffer, about 408 KiB) is not exact: a head that
@@ -281,12 +281,33 @@ where
     }
 }
 
+/// A connection closed for what its client did, before any route ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionFailure {
+    /// A response write that made no progress within `--write-timeout`.
+    WriteTimeout,
+    /// A request head not complete within `--header-read-timeout`.
+    HeaderTimeout,
+    /// A request hyper could not parse (it answered 400, 414 or 431 itself).
+    MalformedRequest,
+}
+
+impl MetricLabel for ConnectionFailure {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::WriteTimeout => "write_timeout",
+            Self::HeaderTimeout => "header_timeout",
+            Self::MalformedRequest => "malformed_request",
+        }
+    }
+}
+
 /// Counts the connection failures a client caused; the rest (resets, clients
 /// that hang up) are normal on the internet and only logged at debug.
 fn connection_failed(err: &hyper::Error, activity: &Activity, metrics: &Metrics) {
     let kind = if Watched::is_write_timeout(err) {
         // A client that stopped reading its response (slow read).
-        ErrorKind::WriteTimeout
+        ConnectionFailure::WriteTimeout
     } else if err.is_timeout() {
         // hyper's header timer also runs while a keep-alive connection waits
         // for its next request: closing an idle connection is not an error.
@@ -295,16 +316,16 @@ fn connection_failed(err: &hyper::Error, activity: &Activity, metrics: &Metrics)
             return;
         }
         // A request head that did not arrive within `--header-read-timeout`.
-        ErrorKind::HeaderTimeout
+        ConnectionFailure::HeaderTimeout
     } else if err.is_parse() {
         // hyper answered 400, 414 or 431 itself, before any route ran.
-        ErrorKind::MalformedRequest
+        ConnectionFailure::MalformedRequest
     } else {
         tracing::debug!(error = %err, "connection ended with an error");
         return;
     };
-    tracing::debug!(error = %err, error_type = kind.as_str(), "connection closed");
-    metrics.api_error(kind);
+    tracing::debug!(error = %err, error_type = kind.metric_label(), "connection closed");
+    metrics.api_error(&kind);
 }
 
 /// Accept errors are per connection (the client went away) or per process

@@ -84,72 +84,15 @@ impl From<&Method> for HttpMethod {
     }
 }
 
-/// The `error_type` label of `api_errors_total`: every kind of failure Pulse
-/// answers or closes a connection for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// A value out of range or malformed (400, 422).
-    Validation,
-    /// No such route or resource (404).
-    NotFound,
-    /// The route exists, not for this method (405).
-    MethodNotAllowed,
-    /// The body is over `--max-body-bytes` (413).
-    PayloadTooLarge,
-    /// Not JSON where JSON is required (415).
-    UnsupportedMediaType,
-    /// `/api/error` (500).
-    Simulated,
-    /// Fault injection (500).
-    Injected,
-    /// Over `--request-timeout` (503).
-    Timeout,
-    /// Over `--max-concurrency` (503).
-    Overloaded,
-    /// The store is at `--max-store-bytes` (507).
-    StoreFull,
-    /// A bug (500).
-    Internal,
-    /// The backend failed or answered an error (502).
-    Backend,
-    /// The backend did not answer within `--backend-timeout` (504).
-    BackendTimeout,
-    /// The chain of backend calls is `--backend-max-hops` deep (508).
-    HopLimit,
-    /// The database did not answer in time or failed (503).
-    Database,
-    /// A request head not complete within `--header-read-timeout` (connection closed).
-    HeaderTimeout,
-    /// A request hyper could not parse (it answers 400, 414 or 431 itself).
-    MalformedRequest,
-    /// A response write that made no progress within `--write-timeout` (connection closed).
-    WriteTimeout,
-}
-
-impl ErrorKind {
-    /// The label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Validation => "validation",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::Simulated => "simulated",
-            Self::Injected => "injected",
-            Self::Timeout => "timeout",
-            Self::Overloaded => "overloaded",
-            Self::StoreFull => "store_full",
-            Self::Internal => "internal",
-            Self::Backend => "backend",
-            Self::BackendTimeout => "backend_timeout",
-            Self::HopLimit => "hop_limit",
-            Self::Database => "database",
-            Self::HeaderTimeout => "header_timeout",
-            Self::MalformedRequest => "malformed_request",
-            Self::WriteTimeout => "write_timeout",
-        }
-    }
+/// A failure counted in `api_errors_total`, under its `error_type` label.
+///
+/// Each error type says its own label, next to its variants (controller-rs's
+/// `metric_label()`): the answers a client gets (`crate::error::ApiError`) and the
+/// connections closed before any route ran (`server/connections.rs`). The labels
+/// are `&'static str` from those matches alone, so the set stays closed.
+pub trait MetricLabel {
+    /// The `error_type` label value.
+    fn metric_label(&self) -> &'static str;
 }
 
 /// The `result` label of `pulse_config_reloads_total`.

@@ -4,7 +4,7 @@
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Meter};
 
-use super::super::labels::ErrorKind;
+use super::super::labels::MetricLabel;
 
 /// `api_errors_total`, `app_active_users`, `app_cpu_usage_percent`.
 pub struct AppMetrics {
@@ -35,9 +35,9 @@ impl AppMetrics {
         metrics
     }
 
-    pub(super) fn api_error(&self, kind: ErrorKind) {
+    pub(super) fn api_error(&self, error: &dyn MetricLabel) {
         self.api_errors
-            .add(1, &[KeyValue::new("error_type", kind.as_str())]);
+            .add(1, &[KeyValue::new("error_type", error.metric_label())]);
     }
 
     pub(super) fn set_active_users(&self, users: i64) {

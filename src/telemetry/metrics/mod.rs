@@ -36,7 +36,7 @@ pub use self::http::HttpMetrics;
 pub use super::schema::{DURATION_BUCKETS, HTTP_DURATION_FAMILY, SIZE_BUCKETS};
 
 use super::TelemetryError;
-use super::labels::{ErrorKind, KubeOperation, ReloadResult};
+use super::labels::{KubeOperation, MetricLabel, ReloadResult};
 use crate::BuildInfo;
 
 /// `Content-Type` of `/metrics`. Prometheus 3 refuses a scrape without a version.
@@ -131,8 +131,8 @@ impl Metrics {
     }
 
     /// One error answered (or connection closed): `api_errors_total{error_type}`.
-    pub fn api_error(&self, kind: ErrorKind) {
-        self.app.api_error(kind);
+    pub fn api_error(&self, error: &dyn MetricLabel) {
+        self.app.api_error(error);
     }
 
     /// One call to the backend: `http_client_request_duration_seconds`.
