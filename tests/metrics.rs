@@ -307,7 +307,10 @@ async fn content_type_is_the_versioned_text_format() {
 
 #[tokio::test]
 async fn promtool_check_metrics_reports_nothing() {
-    if !common::runs_here(common::Need::Promtool, "promtool_check_metrics_reports_nothing") {
+    if !common::runs_here(
+        common::Need::Promtool,
+        "promtool_check_metrics_reports_nothing",
+    ) {
         return;
     }
     let app = TestApp::new();
