@@ -41,9 +41,12 @@ pub enum AppError {
     /// Metrics or tracing could not be set up.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
-    /// `--database-url` (or `DATABASE_URL`) is not a usable PostgreSQL URL.
+    /// `--database-url` (or `DATABASE_URL`) is not a PostgreSQL URL.
     #[error("invalid database URL (--database-url or DATABASE_URL): {0}")]
-    DatabaseUrl(String),
+    DatabaseUrl(#[from] crate::config::rules::RuleError),
+    /// The PostgreSQL driver refuses the URL's options.
+    #[error("invalid database URL (--database-url or DATABASE_URL): {0}")]
+    DatabaseOptions(#[from] crate::store::DatabaseUrlError),
 }
 
 /// Everything `pulse serve` runs, before it listens.
@@ -77,17 +80,14 @@ impl App {
         let resource = telemetry::resource(&build, &pod);
         let service_name = telemetry::service_name(&resource);
         let metrics = Metrics::new(resource.clone(), &build, started)?;
-        let database = match args.database().map_err(AppError::DatabaseUrl)? {
-            Some(url) => Some(Arc::new(
-                PostgresStore::new(
-                    url.expose(),
-                    args.database_pool_size,
-                    args.database_timeout,
-                    args.max_store_bytes,
-                    &metrics,
-                )
-                .map_err(|e| AppError::DatabaseUrl(e.to_string()))?,
-            )),
+        let database = match args.database()? {
+            Some(url) => Some(Arc::new(PostgresStore::new(
+                url.expose(),
+                args.database_pool_size,
+                args.database_timeout,
+                args.max_store_bytes,
+                &metrics,
+            )?)),
             None => None,
         };
         let store: Arc<dyn Store> = match &database {

@@ -210,7 +210,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The database to use: `--database-url` (`PULSE_DATABASE_URL`), else the
     /// standard `DATABASE_URL`, else none (the in-memory store).
-    pub fn database(&self) -> Result<Option<rules::DatabaseUrl>, String> {
+    pub fn database(&self) -> Result<Option<rules::DatabaseUrl>, rules::RuleError> {
         match &self.database_url {
             Some(url) => Ok(Some(url.clone())),
             None => match std::env::var("DATABASE_URL") {

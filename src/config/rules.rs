@@ -28,68 +28,116 @@ pub const MAX_CONCURRENCY: usize = 1_000_000;
 /// Largest `--max-connections`: far past the descriptors one process is given.
 pub const MAX_CONNECTIONS: usize = 1_000_000;
 
+/// Why a value breaks a rule: the sentence a user sees (clap puts the flag's name
+/// before it, the runtime settings the key's).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleError {
+    /// Not a duration at all.
+    #[error("{0}; expected a duration such as 250ms, 5s or 1m")]
+    Duration(#[from] humantime::DurationError),
+    /// Zero where a duration must be positive.
+    #[error("must be greater than 0 (e.g. 30s)")]
+    NotPositive,
+    /// A fault delay above [`MAX_FAULT_DELAY`].
+    #[error("{} is above the maximum of {MAX_FAULT_DELAY_TEXT}", humantime::format_duration(*.0))]
+    FaultDelayTooLong(Duration),
+    /// Not a fraction from 0 to 1.
+    #[error("must be a number between 0 and 1 (0.05 = 5%)")]
+    Rate,
+    /// Not an integer from 1 to the maximum.
+    #[error("must be an integer between 1 and {max}")]
+    Count {
+        /// The largest accepted.
+        max: usize,
+    },
+    /// A database URL of another scheme.
+    #[error("must be a postgres:// or postgresql:// URL")]
+    DatabaseScheme,
+    /// A database URL without a host.
+    #[error("must name a host (postgres://user:password@host:5432/db)")]
+    DatabaseHost,
+    /// A backend URL that does not parse.
+    #[error("not a URL: {0:?} (e.g. http://pulse-backend:8080)")]
+    NotAUrl(String),
+    /// A backend URL with https.
+    #[error("https is not supported (Pulse's backend client speaks plain HTTP)")]
+    Https,
+    /// A backend URL of another shape.
+    #[error("must be http://host[:port][/path], got {0:?}")]
+    BackendShape(String),
+    /// A log filter over [`MAX_LOG_LEVEL_CHARS`].
+    #[error("must be at most {MAX_LOG_LEVEL_CHARS} characters")]
+    LogFilterTooLong,
+    /// A log filter with control characters.
+    #[error("must not contain control characters")]
+    ControlCharacters,
+    /// A blank log filter.
+    #[error("must name a level ({}), e.g. info or pulse=debug,warn", LEVELS.join(", "))]
+    NoLevel,
+    /// A directive that names no level.
+    #[error("{0:?} names no level ({levels}); expected e.g. info or pulse=debug,warn", levels = LEVELS.join(", "))]
+    DirectiveWithoutLevel(String),
+    /// A directive `EnvFilter` refuses (its message).
+    #[error("{0}; expected an EnvFilter directive such as info or pulse=debug")]
+    Filter(String),
+}
+
 /// A human-readable duration such as `250ms`, `5s` or `1m`.
-pub fn duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim())
-        .map_err(|e| format!("{e}; expected a duration such as 250ms, 5s or 1m"))
+pub fn duration(value: &str) -> Result<Duration, RuleError> {
+    Ok(humantime::parse_duration(value.trim())?)
 }
 
 /// A duration greater than zero.
-pub fn positive_duration(value: &str) -> Result<Duration, String> {
+pub fn positive_duration(value: &str) -> Result<Duration, RuleError> {
     match duration(value)? {
-        d if d.is_zero() => Err("must be greater than 0 (e.g. 30s)".into()),
+        d if d.is_zero() => Err(RuleError::NotPositive),
         d => Ok(d),
     }
 }
 
 /// A fault delay: a duration from 0 (off) to [`MAX_FAULT_DELAY`].
-pub fn fault_delay(value: &str) -> Result<Duration, String> {
+pub fn fault_delay(value: &str) -> Result<Duration, RuleError> {
     check_fault_delay(duration(value)?)
 }
 
 /// Checks a fault delay that is already a [`Duration`].
-pub fn check_fault_delay(delay: Duration) -> Result<Duration, String> {
+pub fn check_fault_delay(delay: Duration) -> Result<Duration, RuleError> {
     if delay > MAX_FAULT_DELAY {
-        return Err(format!(
-            "{} is above the maximum of {MAX_FAULT_DELAY_TEXT}",
-            humantime::format_duration(delay)
-        ));
+        return Err(RuleError::FaultDelayTooLong(delay));
     }
     Ok(delay)
 }
 
 /// A fraction of requests, from 0 to 1 (`0.05` = 5%).
-pub fn rate(value: &str) -> Result<f64, String> {
+pub fn rate(value: &str) -> Result<f64, RuleError> {
     value
         .trim()
         .parse::<f64>()
-        .map_err(|_| RATE_RANGE.to_owned())
+        .map_err(|_| RuleError::Rate)
         .and_then(check_rate)
 }
 
 /// Checks a rate that is already a number; NaN is not a rate.
-pub fn check_rate(rate: f64) -> Result<f64, String> {
+pub fn check_rate(rate: f64) -> Result<f64, RuleError> {
     if (0.0..=1.0).contains(&rate) {
         Ok(rate)
     } else {
-        Err(RATE_RANGE.to_owned())
+        Err(RuleError::Rate)
     }
 }
 
-const RATE_RANGE: &str = "must be a number between 0 and 1 (0.05 = 5%)";
-
 /// A byte limit from 1 to [`MAX_BYTES`].
-pub fn bytes(value: &str) -> Result<usize, String> {
+pub fn bytes(value: &str) -> Result<usize, RuleError> {
     count(value, MAX_BYTES)
 }
 
 /// A concurrency limit from 1 to [`MAX_CONCURRENCY`].
-pub fn concurrency(value: &str) -> Result<usize, String> {
+pub fn concurrency(value: &str) -> Result<usize, RuleError> {
     count(value, MAX_CONCURRENCY)
 }
 
 /// A connection limit from 1 to [`MAX_CONNECTIONS`].
-pub fn connections(value: &str) -> Result<usize, String> {
+pub fn connections(value: &str) -> Result<usize, RuleError> {
     count(value, MAX_CONNECTIONS)
 }
 
@@ -97,7 +145,7 @@ pub fn connections(value: &str) -> Result<usize, String> {
 pub const MAX_HOPS: u32 = 32;
 
 /// A hop limit from 1 to [`MAX_HOPS`].
-pub fn hops(value: &str) -> Result<u32, String> {
+pub fn hops(value: &str) -> Result<u32, RuleError> {
     count(value, MAX_HOPS as usize).map(|n| n as u32)
 }
 
@@ -105,7 +153,7 @@ pub fn hops(value: &str) -> Result<u32, String> {
 pub const MAX_POOL_SIZE: u32 = 1000;
 
 /// A pool size from 1 to [`MAX_POOL_SIZE`].
-pub fn pool_size(value: &str) -> Result<u32, String> {
+pub fn pool_size(value: &str) -> Result<u32, RuleError> {
     count(value, MAX_POOL_SIZE as usize).map(|n| n as u32)
 }
 
@@ -128,15 +176,15 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 /// A PostgreSQL URL, checked for its scheme and a host.
-pub fn database_url(value: &str) -> Result<DatabaseUrl, String> {
+pub fn database_url(value: &str) -> Result<DatabaseUrl, RuleError> {
     let rest = value
         .strip_prefix("postgres://")
         .or_else(|| value.strip_prefix("postgresql://"))
-        .ok_or("must be a postgres:// or postgresql:// URL")?;
+        .ok_or(RuleError::DatabaseScheme)?;
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();
     if host.is_empty() {
-        return Err("must name a host (postgres://user:password@host:5432/db)".into());
+        return Err(RuleError::DatabaseHost);
     }
     Ok(DatabaseUrl(value.to_owned()))
 }
@@ -156,29 +204,27 @@ pub struct BackendUrl {
 /// A backend base URL: `http://host[:port][/path]`. Plain HTTP only: Pulse's
 /// client has no TLS (the backend is a Service in the same cluster, or a local
 /// process).
-pub fn backend_url(value: &str) -> Result<BackendUrl, String> {
+pub fn backend_url(value: &str) -> Result<BackendUrl, RuleError> {
     let given = value.trim();
     let uri: axum::http::Uri = given
         .parse()
-        .map_err(|_| format!("not a URL: {given:?} (e.g. http://pulse-backend:8080)"))?;
+        .map_err(|_| RuleError::NotAUrl(given.to_owned()))?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http"), Some(host)) if !host.is_empty() && uri.query().is_none() => Ok(BackendUrl {
             base: given.trim_end_matches('/').to_owned(),
             host: host.to_owned(),
             port: uri.port_u16().unwrap_or(80),
         }),
-        (Some("https"), _) => {
-            Err("https is not supported (Pulse's backend client speaks plain HTTP)".into())
-        }
-        _ => Err(format!("must be http://host[:port][/path], got {given:?}")),
+        (Some("https"), _) => Err(RuleError::Https),
+        _ => Err(RuleError::BackendShape(given.to_owned())),
     }
 }
 
 /// An integer from 1 to `max`.
-fn count(value: &str, max: usize) -> Result<usize, String> {
+fn count(value: &str, max: usize) -> Result<usize, RuleError> {
     match value.trim().parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("must be an integer between 1 and {max}")),
+        _ => Err(RuleError::Count { max }),
     }
 }
 
@@ -199,28 +245,22 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// target, garbage between brackets) and then logs nothing, so a mistyped level
 /// would silently stop logging. Each comma-separated directive must therefore be
 /// a level, or `target[span{field}]=level`: something that says what to log.
-pub fn log_level(value: &str) -> Result<String, String> {
+pub fn log_level(value: &str) -> Result<String, RuleError> {
     if value.chars().count() > MAX_LOG_LEVEL_CHARS {
-        return Err(format!("must be at most {MAX_LOG_LEVEL_CHARS} characters"));
+        return Err(RuleError::LogFilterTooLong);
     }
     if value.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
+        return Err(RuleError::ControlCharacters);
     }
     if value.trim().is_empty() {
-        return Err(format!(
-            "must name a level ({}), e.g. info or pulse=debug,warn",
-            LEVELS.join(", ")
-        ));
+        return Err(RuleError::NoLevel);
     }
     for directive in value.split(',') {
         let level = directive
             .rsplit_once('=')
             .map_or(directive, |(_, level)| level);
         if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
-            return Err(format!(
-                "{directive:?} names no level ({}); expected e.g. info or pulse=debug,warn",
-                LEVELS.join(", ")
-            ));
+            return Err(RuleError::DirectiveWithoutLevel(directive.to_owned()));
         }
     }
     log_filter(value).map(|_| value.to_owned())
@@ -231,14 +271,13 @@ pub fn log_level(value: &str) -> Result<String, String> {
 /// Pulse reports Kubernetes API failures itself, once per failure streak; kube's
 /// client would add an ERROR line per failed request, so that target is off unless
 /// the directive names `kube_client` itself.
-pub fn log_filter(directive: &str) -> Result<EnvFilter, String> {
+pub fn log_filter(directive: &str) -> Result<EnvFilter, RuleError> {
     let full = if directive.contains("kube_client") {
         directive.to_owned()
     } else {
         format!("{directive},kube_client::client::builder=off")
     };
-    EnvFilter::try_new(full)
-        .map_err(|e| format!("{e}; expected an EnvFilter directive such as info or pulse=debug"))
+    EnvFilter::try_new(full).map_err(|e| RuleError::Filter(e.to_string()))
 }
 
 #[cfg(test)]
@@ -256,6 +295,7 @@ mod tests {
         assert!(
             fault_delay("60001ms")
                 .unwrap_err()
+                .to_string()
                 .contains("maximum of 60s")
         );
         assert_eq!(fault_delay("0s"), Ok(Duration::ZERO));

@@ -327,7 +327,9 @@ mod tests {
         let reloader: LogReloader = Box::new(move |directive| {
             seen.lock().unwrap().push(directive.to_owned());
             if directive == "pulse=trace" {
-                Err("subscriber gone".into())
+                Err(crate::telemetry::TelemetryError::Subscriber(
+                    "subscriber gone".into(),
+                ))
             } else {
                 Ok(())
             }

@@ -186,7 +186,7 @@ impl SettingsPatch {
     /// Applies the patch over `base`, validating every value. Nothing is partly applied.
     pub fn apply_to(&self, base: &RuntimeSettings) -> Result<RuntimeSettings, SettingsError> {
         let mut problems = Vec::new();
-        let mut check = |key: &str, result: Result<(), String>| {
+        let mut check = |key: &str, result: Result<(), rules::RuleError>| {
             if let Err(e) = result {
                 problems.push(format!("{key}: {e}"));
             }

@@ -37,7 +37,7 @@ use crate::config::rules::log_filter;
 use crate::config::{LogFormat, PodIdentity};
 
 /// Replaces the active log filter; the error is shown to whoever asked for the change.
-pub type LogReloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub type LogReloader = Box<dyn Fn(&str) -> Result<(), TelemetryError> + Send + Sync>;
 
 /// A failure to set up telemetry (at start-up only).
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,10 @@ pub enum TelemetryError {
     Otlp(String),
     /// The log filter directive is invalid.
     #[error("invalid --log-level: {0}")]
-    LogFilter(String),
+    LogFilter(#[from] crate::config::rules::RuleError),
+    /// The log filter in force could not be replaced.
+    #[error("the log filter could not be replaced: {0}")]
+    Reload(#[from] tracing_subscriber::reload::Error),
     /// A global subscriber was already installed.
     #[error("tracing subscriber already installed: {0}")]
     Subscriber(String),
@@ -166,12 +169,12 @@ pub fn init_tracing(
     config: &TracingConfig,
     resource: Resource,
 ) -> Result<TracingGuard, TelemetryError> {
-    let filter = log_filter(&config.log_level).map_err(TelemetryError::LogFilter)?;
+    let filter = log_filter(&config.log_level)?;
     // Reloadable, so the runtime settings can change the filter without a restart.
     let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(filter);
     let log_reloader: LogReloader = Box::new(move |directive: &str| {
         let filter = log_filter(directive)?;
-        filter_handle.reload(filter).map_err(|e| e.to_string())
+        Ok(filter_handle.reload(filter)?)
     });
 
     let mut provider = SdkTracerProvider::builder().with_resource(resource);
