@@ -93,7 +93,7 @@ struct Target {
     port: u16,
     /// The HTTP client, or why it could not be built (then every call fails as
     /// unreachable, with that reason, instead of the process failing to start).
-    client: Result<reqwest::Client, String>,
+    client: Result<reqwest::Client, std::sync::Arc<reqwest::Error>>,
 }
 
 impl Backend {
@@ -110,7 +110,7 @@ impl Backend {
                 // A redirect is an answer (a 502 that says so), not a new target.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|e| error_chain(&e)),
+                .map_err(std::sync::Arc::new),
         });
         Self {
             target,
@@ -209,9 +209,12 @@ impl Backend {
         let client = target
             .client
             .as_ref()
-            .map_err(|reason| BackendError::Unreachable {
+            .map_err(|err| BackendError::Unreachable {
                 url: target.url.clone(),
-                reason: format!("the HTTP client could not start: {reason}"),
+                reason: format!(
+                    "the HTTP client could not start: {}",
+                    error_chain(err.as_ref())
+                ),
             })?;
         let mut response = client
             .get(&target.url)

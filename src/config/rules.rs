@@ -77,6 +77,15 @@ pub enum RuleError {
     /// A directive that names no level.
     #[error("{0:?} names no level ({levels}); expected e.g. info or pulse=debug,warn", levels = LEVELS.join(", "))]
     DirectiveWithoutLevel(String),
+    /// Not an `http://` or `https://` URL with a host.
+    #[error("must be an http:// or https:// URL such as http://127.0.0.1:8080, got {0:?}")]
+    HttpUrl(String),
+    /// Not a `pulse load` run length.
+    #[error("expected a duration such as 30s or 5m, or `forever`")]
+    RunDuration,
+    /// Not a `pulse load` rate.
+    #[error("expected requests per second from 0 (unlimited) to 1000000")]
+    RequestRate,
     /// A directive `EnvFilter` refuses (its message).
     #[error("{0}; expected an EnvFilter directive such as info or pulse=debug")]
     Filter(String),
@@ -217,6 +226,17 @@ pub fn backend_url(value: &str) -> Result<BackendUrl, RuleError> {
         }),
         (Some("https"), _) => Err(RuleError::Https),
         _ => Err(RuleError::BackendShape(given.to_owned())),
+    }
+}
+
+/// An `http://` or `https://` base URL with a host, without a trailing `/`
+/// (`pulse load --target`, `pulse doctor`'s URLs).
+pub fn http_url(value: &str) -> Result<String, RuleError> {
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(RuleError::HttpUrl(value.to_owned())),
     }
 }
 

@@ -95,11 +95,7 @@ pub async fn discover(urls: &mut Urls) -> (Forwards, Vec<Check>) {
             }
             found.push(format!("pulse (Service {service}, pod {pod})"));
         }
-        Err(cause) => checks.push(Check::fail(
-            "kube.pulse",
-            format!("namespace {namespace}"),
-            cause,
-        )),
+        Err(check) => checks.push(check),
     }
     for (what, selector, port) in LAB {
         let slot = match what {
@@ -138,12 +134,13 @@ async fn pulse_service(
     client: &kube::Client,
     namespace: &str,
     job: Option<&str>,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), Check> {
+    let fail = |cause: String| Check::fail("kube.pulse", format!("namespace {namespace}"), cause);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let list = services
         .list(&ListParams::default().labels(PULSE_SERVICE))
         .await
-        .map_err(|e| format!("cannot list Services: {e}"))?;
+        .map_err(|e| fail(format!("cannot list Services: {e}")))?;
     let names: Vec<String> = list
         .items
         .iter()
@@ -153,16 +150,16 @@ async fn pulse_service(
     let service = match names.as_slice() {
         [one] => one.clone(),
         [] => {
-            return Err(format!(
+            return Err(fail(format!(
                 "no Pulse Service ({PULSE_SERVICE}){}: is the chart installed here? (-n NAMESPACE)",
                 job.map(|j| format!(" named {j}")).unwrap_or_default()
-            ));
+            )));
         }
         many => {
-            return Err(format!(
+            return Err(fail(format!(
                 "several Pulse Services ({}): pick one with --job",
                 many.join(", ")
-            ));
+            )));
         }
     };
     let selector = list
@@ -180,7 +177,7 @@ async fn pulse_service(
         .unwrap_or_default();
     let (_, pod) = ready_pod(client, namespace, &selector)
         .await
-        .ok_or_else(|| format!("Service {service} has no ready pod"))?;
+        .ok_or_else(|| fail(format!("Service {service} has no ready pod")))?;
     Ok((service, pod))
 }
 

@@ -44,19 +44,19 @@ pub enum Output {
     .args(["prometheus", "pulse", "grafana", "tempo", "loki", "kube"])))]
 pub struct DoctorArgs {
     /// Prometheus's base URL, e.g. `http://127.0.0.1:9090`.
-    #[arg(long, env = "PULSE_DOCTOR_PROMETHEUS", value_parser = base_url)]
+    #[arg(long, env = "PULSE_DOCTOR_PROMETHEUS", value_parser = crate::config::rules::http_url)]
     pub prometheus: Option<String>,
     /// Pulse's base URL, e.g. `http://127.0.0.1:8080`.
-    #[arg(long, env = "PULSE_DOCTOR_PULSE", value_parser = base_url)]
+    #[arg(long, env = "PULSE_DOCTOR_PULSE", value_parser = crate::config::rules::http_url)]
     pub pulse: Option<String>,
     /// Grafana's base URL; credentials from `GRAFANA_USER` (default `admin`) and `GRAFANA_PASSWORD`.
-    #[arg(long, env = "PULSE_DOCTOR_GRAFANA", value_parser = base_url)]
+    #[arg(long, env = "PULSE_DOCTOR_GRAFANA", value_parser = crate::config::rules::http_url)]
     pub grafana: Option<String>,
     /// Tempo's HTTP API base URL, e.g. `http://127.0.0.1:3200`.
-    #[arg(long, env = "PULSE_DOCTOR_TEMPO", value_parser = base_url)]
+    #[arg(long, env = "PULSE_DOCTOR_TEMPO", value_parser = crate::config::rules::http_url)]
     pub tempo: Option<String>,
     /// Loki's base URL, e.g. `http://127.0.0.1:3100`.
-    #[arg(long, env = "PULSE_DOCTOR_LOKI", value_parser = base_url)]
+    #[arg(long, env = "PULSE_DOCTOR_LOKI", value_parser = crate::config::rules::http_url)]
     pub loki: Option<String>,
     /// Prometheus's `job` label of Pulse's targets (the Service's name); with
     /// `--kube`, found from the Service; otherwise `pulse`.
@@ -77,17 +77,6 @@ pub struct DoctorArgs {
     /// Report format.
     #[arg(long, env = "PULSE_DOCTOR_OUTPUT", value_enum, default_value_t = Output::Table)]
     pub output: Output,
-}
-
-/// An `http(s)://` URL.
-fn base_url(value: &str) -> Result<String, String> {
-    match reqwest::Url::parse(value) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        Ok(_) => Err("must be an http:// or https:// URL".into()),
-        Err(e) => Err(format!("{e}; expected a URL such as http://127.0.0.1:9090")),
-    }
 }
 
 /// Whose series Prometheus's checks look at: Pulse's `job` and, when given, `namespace`.

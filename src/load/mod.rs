@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::config::rules::RuleError;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -34,7 +36,7 @@ pub enum Output {
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Base URL of the Pulse to load, e.g. `http://127.0.0.1:8080`.
-    #[arg(long, env = "PULSE_LOAD_TARGET", value_parser = parse_target)]
+    #[arg(long, env = "PULSE_LOAD_TARGET", value_parser = crate::config::rules::http_url)]
     pub target: String,
     /// Requests per second (0 = as fast as `--concurrency` allows).
     #[arg(long, env = "PULSE_LOAD_RATE", default_value_t = 50.0, value_parser = parse_rate)]
@@ -72,30 +74,21 @@ pub enum RunDuration {
     Forever,
 }
 
-fn parse_run_duration(value: &str) -> Result<RunDuration, String> {
+fn parse_run_duration(value: &str) -> Result<RunDuration, RuleError> {
     if value == "forever" {
         return Ok(RunDuration::Forever);
     }
     match humantime::parse_duration(value) {
         Ok(d) if !d.is_zero() => Ok(RunDuration::For(d)),
-        _ => Err("expected a duration such as 30s or 5m, or `forever`".into()),
+        _ => Err(RuleError::RunDuration),
     }
 }
 
-fn parse_rate(value: &str) -> Result<f64, String> {
+fn parse_rate(value: &str) -> Result<f64, RuleError> {
     match value.trim_end_matches("/s").parse::<f64>() {
         Ok(r) if r.is_finite() && (0.0..=1_000_000.0).contains(&r) => Ok(r),
-        _ => Err("expected requests per second from 0 (unlimited) to 1000000".into()),
+        _ => Err(RuleError::RequestRate),
     }
-}
-
-fn parse_target(value: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(value)
-        .map_err(|e| format!("{e}; expected e.g. http://127.0.0.1:8080"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("expected an http:// or https:// URL".into());
-    }
-    Ok(value.trim_end_matches('/').to_owned())
 }
 
 /// Why a run could not start.
@@ -284,9 +277,10 @@ mod tests {
         assert!(parse_rate("-1").is_err() && parse_rate("NaN").is_err());
         assert!(crate::config::rules::rate("1.5").is_err());
         assert_eq!(
-            parse_target("http://127.0.0.1:8080/").as_deref(),
+            crate::config::rules::http_url("http://127.0.0.1:8080/").as_deref(),
             Ok("http://127.0.0.1:8080")
         );
-        assert!(parse_target("ftp://x").is_err() && parse_target("nope").is_err());
+        let target = crate::config::rules::http_url;
+        assert!(target("ftp://x").is_err() && target("nope").is_err());
     }
 }
