@@ -11,16 +11,14 @@
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::HeaderInjector;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Status, TraceContextExt as _};
 use serde_json::value::RawValue;
 
 use crate::config::ServeArgs;
+use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{ClientCall, ClientOutcome};
-use crate::telemetry::{Metrics, server_tracer};
+use crate::telemetry::spans;
 
 /// The request header that counts how many Pulses a chain of backend calls has
 /// crossed: absent at the first, then one more at each call.
@@ -130,22 +128,18 @@ impl Backend {
         let Some(target) = &self.target else {
             return Ok(None);
         };
-        let tracer = server_tracer();
-        let parent = Context::current();
-        let span = tracer
-            .span_builder("GET")
-            .with_kind(SpanKind::Client)
-            .with_attributes([
+        let cx = spans::start_client(
+            "GET",
+            [
                 KeyValue::new("http.request.method", "GET"),
                 KeyValue::new("server.address", target.host.clone()),
                 KeyValue::new("server.port", i64::from(target.port)),
                 KeyValue::new("url.full", target.url.clone()),
                 KeyValue::new("network.protocol.version", "1.1"),
-            ])
-            .start_with_context(tracer, &parent);
-        let cx = parent.with_span(span);
+            ],
+        );
         let mut headers = HeaderMap::new();
-        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+        spans::inject(&cx, &mut headers);
         headers.insert(HOP_HEADER, HeaderValue::from(hop));
 
         let started = Instant::now();

@@ -14,11 +14,11 @@ use std::task::{Poll, ready};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Version, header};
+use axum::http::{Version, header};
 use axum::response::Response;
 use http_body::Body as _;
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -27,10 +27,11 @@ use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
 use crate::error::ErrorType;
+use crate::telemetry::Metrics;
 use crate::telemetry::labels::HttpMethod;
 use crate::telemetry::logs::{REQUEST, RequestIds};
 use crate::telemetry::routes::{RouteTable, RouteTelemetry, UNMATCHED};
-use crate::telemetry::{Metrics, server_tracer};
+use crate::telemetry::spans::{self, TRACEPARENT, traceparent};
 
 /// The telemetry layer (a tower [`Layer`]) and what it needs.
 #[derive(Debug, Clone)]
@@ -292,13 +293,7 @@ fn server_span(route: &RouteTelemetry, method: HttpMethod, request: &Request) ->
     {
         attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
     }
-    let tracer = server_tracer();
-    let span = tracer
-        .span_builder(route.span_name)
-        .with_kind(SpanKind::Server)
-        .with_attributes(attributes)
-        .start_with_context(tracer, &parent);
-    parent.with_span(span)
+    spans::start_server(route.span_name, attributes, &parent)
 }
 
 /// `network.protocol.version`: what the client spoke.
@@ -312,50 +307,9 @@ fn protocol_version(version: Version) -> &'static str {
     }
 }
 
-const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
-
-/// The W3C `traceparent` of `span`: `00-<trace id>-<span id>-<flags>`, written
-/// without `format!` (this runs on every response; the propagator's version
-/// allocates twice and was visible in the benchmark profile).
-fn traceparent(span: &SpanContext) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    let mut hex = |at: usize, bytes: &[u8]| {
-        for (i, b) in bytes.iter().enumerate() {
-            text[at + 2 * i] = HEX[usize::from(b >> 4)];
-            text[at + 2 * i + 1] = HEX[usize::from(b & 0xf)];
-        }
-    };
-    hex(3, &span.trace_id().to_bytes());
-    hex(36, &span.span_id().to_bytes());
-    hex(53, &[span.trace_flags().to_u8()]);
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 /// Body size as announced by the body itself (its exact length for the
 /// buffered bodies Pulse produces; the lower bound for streams).
 fn body_size(body: &axum::body::Body) -> u64 {
     let hint = body.size_hint();
     hint.exact().unwrap_or(hint.lower())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn traceparent_is_the_w3c_format() {
-        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
-        let span = SpanContext::new(
-            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
-            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        );
-        assert_eq!(
-            traceparent(&span),
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        );
-    }
 }

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 
-use super::{Metrics, server_tracer};
+use super::Metrics;
 
 pub use super::metrics::PoolState;
 
@@ -32,20 +32,16 @@ impl DbTelemetry {
 
     /// Starts the CLIENT span of an operation, child of the current request's span.
     pub fn start(&self, operation: &'static str, collection: &'static str) -> Context {
-        let parent = Context::current();
-        let tracer = server_tracer();
-        let span = tracer
-            .span_builder(format!("{operation} {collection}"))
-            .with_kind(SpanKind::Client)
-            .with_attributes([
+        super::spans::start_client(
+            format!("{operation} {collection}"),
+            [
                 KeyValue::new("db.system.name", "postgresql"),
                 KeyValue::new("db.operation.name", operation),
                 KeyValue::new("db.collection.name", collection),
                 KeyValue::new("server.address", self.address.clone()),
                 KeyValue::new("server.port", i64::from(self.port)),
-            ])
-            .start_with_context(tracer, &parent);
-        parent.with_span(span)
+            ],
+        )
     }
 
     /// Ends the operation: its span (with `error.type` when it failed) and its

@@ -13,18 +13,17 @@ pub mod metrics;
 pub mod openmetrics;
 pub mod routes;
 pub mod schema;
+pub mod spans;
 
 use std::io::IsTerminal as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
-};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing::Level;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -57,20 +56,6 @@ pub enum TelemetryError {
     /// A global subscriber was already installed.
     #[error("tracing subscriber already installed: {0}")]
     Subscriber(String),
-}
-
-/// The tracer of the server spans, installed by [`init_tracing`].
-static SERVER_TRACER: OnceLock<SdkTracer> = OnceLock::new();
-
-/// The tracer the HTTP layer starts its server spans with: the SDK tracer
-/// [`init_tracing`] installed, or, where nothing installed one (a router built in
-/// a test), a tracer exporting nowhere, so spans still get real ids.
-///
-/// The SDK tracer itself rather than the global one: the global tracer is a
-/// `BoxedTracer` whose every span is one more heap allocation and dynamic call,
-/// on every request.
-pub fn server_tracer() -> &'static SdkTracer {
-    SERVER_TRACER.get_or_init(|| SdkTracerProvider::builder().build().tracer("pulse"))
 }
 
 /// The OTel resource: `OTEL_SERVICE_NAME` (default `pulse`),
@@ -211,11 +196,13 @@ pub fn init_tracing(
     }
     let provider = provider.build();
     let tracer = provider.tracer("pulse");
-    // The HTTP layer starts its server spans with this tracer (see `server_tracer`);
-    // the global provider serves everything else that asks for one.
-    SERVER_TRACER
-        .set(tracer.clone())
-        .map_err(|_| TelemetryError::Subscriber("a server tracer was already in use".to_owned()))?;
+    // Pulse's spans start with this tracer (telemetry/spans.rs); the global
+    // provider serves everything else that asks for one.
+    if !spans::install(tracer.clone()) {
+        return Err(TelemetryError::Subscriber(
+            "a tracer was already in use".to_owned(),
+        ));
+    }
     opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
