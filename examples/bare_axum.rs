@@ -1,4 +1,4 @@
-//! The bare axum baseline of the macro benchmark (`benches/macro.rs`): the two
+//! The bare axum baseline of the macro benchmark (`benches/macro/`): the two
 //! benchmarked endpoints of Pulse, answering the same bytes, with nothing else —
 //! no middleware, no instrumentation, no logging. An example, so it is never
 //! installed or shipped; `cargo test --all-targets` builds it, so it keeps compiling.

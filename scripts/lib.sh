@@ -104,3 +104,23 @@ run_doctor() {
   job=$(pulse_service) || return 1
   (cd "$ROOT" && cargo run --quiet --bin pulse -- doctor --kube --namespace "$NAMESPACE" --job "$job" "$@")
 }
+
+# wait_ready PULSE URL SECONDS [PID]: until `PULSE probe URL` answers 2xx (PULSE: a pulse
+# executable), at most SECONDS, and only while process PID (the server, when given) lives. Fails
+# with one line otherwise. The scripts' one wait for a server (the Rust side has
+# tests/support/server.rs).
+wait_ready() {
+  local pulse=$1 url=$2 seconds=$3 pid=${4:-} deadline
+  deadline=$((SECONDS + seconds))
+  until "$pulse" probe --timeout 5s "$url" >/dev/null 2>&1; do
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      echo "error: the server exited before $url answered 2xx" >&2
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "error: $url did not answer 2xx within $seconds s" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}

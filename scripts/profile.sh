@@ -68,29 +68,21 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 server=$!
 
 echo "Serving on 127.0.0.1:$port under callgrind (pid $server); $REQUESTS requests GET $ENDPOINT"
+if ! wait_ready "$build/release/pulse" "http://127.0.0.1:$port/readyz" 120 "$server"; then
+  echo "error: pulse did not become ready; the server said:" >&2
+  tail -n 20 "$run/stderr.log" >&2
+  exit 1
+fi
 if ! python3 - "$port" "$REQUESTS" "$ENDPOINT" "$server" <<'PY'
-"""Waits for readiness, creates the users, warms up, then counts exactly the load."""
+"""Creates the users, warms up, then counts exactly the load."""
 import http.client
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 
 port, requests, endpoint, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 headers = {"User-Agent": "pulse-bench"}
-deadline = time.monotonic() + 120
-while True:
-    try:
-        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        probe.request("GET", "/readyz", headers=headers)
-        if probe.getresponse().status == 200:
-            break
-    except OSError:
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("error: pulse did not become ready within 120 s")
-    time.sleep(0.1)
 
 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 for i in range(1, 21):
