@@ -13,11 +13,11 @@ use axum::body::Body;
 use axum::http::Request;
 use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry::trace::{SpanId, TraceId};
-use pulse::app::App;
+use pulse::app::{App, Identity};
 use pulse::config::ServeArgs;
-use pulse::telemetry::Metrics;
 use pulse::telemetry::labels::HttpMethod;
 use pulse::telemetry::routes::RouteTable;
+use pulse::telemetry::{Handles, Metrics};
 use tower::ServiceExt as _;
 
 /// The app `pulse serve` runs at its defaults, with or without the telemetry layer.
@@ -26,7 +26,7 @@ fn app(telemetry: bool) -> App {
         disable_http_telemetry: !telemetry,
         ..ServeArgs::default()
     };
-    let app = App::new(&args, Instant::now()).expect("app");
+    let app = App::new(&args, Identity::current(Instant::now()), Handles::default()).expect("app");
     app.state.readiness.set_ready();
     app
 }
@@ -38,7 +38,9 @@ fn per_request(c: &mut Criterion) {
         log_level: "warn".into(),
         log_format: pulse::config::LogFormat::Json,
     };
-    let _guard = pulse::telemetry::init_tracing(&config, app(false).resource).expect("tracing");
+    let _guard =
+        pulse::telemetry::init_tracing(&config, Identity::current(Instant::now()).resource)
+            .expect("tracing");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

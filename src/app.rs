@@ -1,39 +1,32 @@
 //! The application: the state and routers `pulse serve` runs, built from its
-//! arguments. The one place [`AppState`] is assembled; the binary, the tests and
-//! the benchmarks all start here.
+//! arguments and the telemetry the binary installed, then served.
+//!
+//! Start-up has one shape (mini-redis's `server::run`): the binary installs the
+//! process-wide telemetry, [`App::new`] builds a complete application from it,
+//! the binary binds the listeners and wires the signals, and [`App::run`] starts
+//! the background work and serves until the shutdown future completes. The tests
+//! and benchmarks take the same path, with [`Handles::default`] where the binary
+//! installed global telemetry.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
+use opentelemetry_sdk::Resource;
+use tokio::sync::mpsc;
 
 use crate::BuildInfo;
 use crate::backend::Backend;
-use crate::cluster::{self, EventPublisher, KubeConfig};
+use crate::cluster::{self, EventPublisher, KubeConfig, PodEvent};
 use crate::config::{PodIdentity, ServeArgs};
 use crate::readiness::Readiness;
 use crate::routes::{self, HttpConfig};
-use crate::settings::{LiveSettings, RuntimeSettings};
+use crate::server::{self, Lifecycle, Listeners, ServeError, Service};
+use crate::settings::{LiveSettings, Notifier, RuntimeSettings};
 use crate::state::{AppState, ServiceInfo};
 use crate::store::{MemoryStore, PostgresStore, Store};
-use crate::telemetry::{self, Metrics, TelemetryError};
-use opentelemetry_sdk::Resource;
-
-/// How connections are served and how serving ends: the connection limits and
-/// the shutdown sequence's timings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lifecycle {
-    /// Serve on, not ready, this long after the shutdown signal.
-    pub shutdown_delay: Duration,
-    /// Then wait at most this long for in-flight requests.
-    pub shutdown_timeout: Duration,
-    /// Close a connection whose request head does not arrive within this.
-    pub header_read_timeout: Duration,
-    /// Close a connection whose response makes no progress for this long.
-    pub write_timeout: Duration,
-    /// Connections open at once; more are closed as soon as they are accepted.
-    pub max_connections: usize,
-}
+use crate::telemetry::{self, DroppedLines, Handles, Metrics, TelemetryError};
 
 /// Why the application could not be built (at start-up only).
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +42,37 @@ pub enum AppError {
     DatabaseOptions(#[from] crate::store::DatabaseUrlError),
 }
 
-/// Everything `pulse serve` runs, before it listens.
+/// Who this process is: its build, its pod and the OpenTelemetry resource made of
+/// them. Read once, before anything is built, because the binary's tracing needs
+/// the resource before the application exists.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Version and revision of this binary.
+    pub build: BuildInfo,
+    /// Who this process is in Kubernetes (the downward-API variables).
+    pub pod: PodIdentity,
+    /// The resource of its metrics and traces.
+    pub resource: Resource,
+    /// When the process began (uptime, time to ready).
+    pub started: Instant,
+}
+
+impl Identity {
+    /// Reads this process's identity; `started` is when it began.
+    pub fn current(started: Instant) -> Self {
+        let build = BuildInfo::current();
+        let pod = PodIdentity::from_env();
+        let resource = telemetry::resource(&build, &pod);
+        Self {
+            build,
+            pod,
+            resource,
+            started,
+        }
+    }
+}
+
+/// Everything `pulse serve` runs, complete before it listens.
 #[derive(Debug)]
 pub struct App {
     /// What every handler sees.
@@ -58,28 +81,48 @@ pub struct App {
     pub main: Router,
     /// The admin routes, when `--admin-addr` gives them a listener of their own.
     pub admin: Option<Router>,
-    /// Where Kubernetes Events go (nowhere until [`App::start_cluster`]).
+    /// Where Kubernetes Events go (a queue [`App::run`] drains when `--kube` is
+    /// on; nowhere otherwise).
     pub events: EventPublisher,
-    /// The shutdown sequence's timings.
+    /// The shutdown sequence's timings and the connection limits.
     pub lifecycle: Lifecycle,
-    /// Who this process is in Kubernetes (read once, at start).
-    pub pod: PodIdentity,
-    /// The OpenTelemetry resource of its metrics, for its traces too.
-    pub resource: Resource,
-    /// The PostgreSQL store, when `--database-url` chose it (its supervisor starts
-    /// with [`App::start_database`]).
+    /// The PostgreSQL store, when `--database-url` chose it ([`App::run`] starts
+    /// its supervisor: migrations, then checks).
     pub database: Option<Arc<PostgresStore>>,
+    /// The Kubernetes side, started by [`App::run`] when `--kube` is on.
+    cluster: Option<ClusterStart>,
+    /// Reported on stderr once lines are lost (binary only).
+    dropped_log_lines: Option<DroppedLines>,
+}
+
+/// What the Kubernetes side starts with: its configuration and the queue of
+/// Events the application's [`EventPublisher`] feeds.
+#[derive(Debug)]
+struct ClusterStart {
+    config: KubeConfig,
+    queue: mpsc::Receiver<PodEvent>,
 }
 
 impl App {
-    /// Builds the state and routers. `started` is when the process began (for
-    /// uptime). Installs nothing global: tests build many.
-    pub fn new(args: &ServeArgs, started: Instant) -> Result<Self, AppError> {
-        let build = BuildInfo::current();
-        let pod = PodIdentity::from_env();
-        let resource = telemetry::resource(&build, &pod);
+    /// Builds the complete application: store, settings, metrics, routers.
+    /// Spawns nothing and installs nothing global (tests build many); `telemetry`
+    /// is what the binary's [`telemetry::init_tracing`] handed over, or
+    /// [`Handles::default`].
+    pub fn new(args: &ServeArgs, identity: Identity, telemetry: Handles) -> Result<Self, AppError> {
+        let Identity {
+            build,
+            pod,
+            resource,
+            started,
+        } = identity;
         let service_name = telemetry::service_name(&resource);
-        let metrics = Metrics::new(resource.clone(), &build, started)?;
+        let metrics = Metrics::new(resource, &build, started)?;
+        if let Some(dropped) = telemetry.dropped_log_lines.clone() {
+            metrics.observe_dropped_log_lines(move || dropped.count());
+        }
+        if let Some(counts) = telemetry.span_counts {
+            metrics.observe_span_export(counts);
+        }
         let database = match args.database()? {
             Some(url) => Some(Arc::new(PostgresStore::new(
                 url.expose(),
@@ -95,12 +138,25 @@ impl App {
             None => Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
         };
         observe_store(&metrics, store.clone());
+        let (events, cluster) = if args.kube.enabled() {
+            let (events, queue) = EventPublisher::channel();
+            let config = KubeConfig {
+                configmap: args.runtime_configmap.clone(),
+                pod: pod.clone(),
+            };
+            (events, Some(ClusterStart { config, queue }))
+        } else {
+            (EventPublisher::disabled(), None)
+        };
+        let notifier = cluster
+            .as_ref()
+            .map(|_| Arc::new(events.clone()) as Arc<dyn Notifier>);
+        let settings = LiveSettings::new(RuntimeSettings::from(args), metrics.clone())
+            .with_log_reloader(telemetry.log_reloader)
+            .with_notifier(notifier);
         let state = AppState {
             store,
-            settings: Arc::new(LiveSettings::new(
-                RuntimeSettings::from(args),
-                metrics.clone(),
-            )),
+            settings: Arc::new(settings),
             metrics,
             readiness: Arc::new(Readiness::default()),
             info: Arc::new(ServiceInfo::new(service_name, build, &pod, started)),
@@ -113,45 +169,64 @@ impl App {
                 .separate_admin
                 .then(|| routes::admin_router(state.clone(), &http)),
             state,
-            events: EventPublisher::disabled(),
-            lifecycle: Lifecycle {
-                shutdown_delay: args.shutdown_delay,
-                shutdown_timeout: args.shutdown_timeout,
-                header_read_timeout: args.header_read_timeout,
-                write_timeout: args.write_timeout,
-                max_connections: args.max_connections,
-            },
-            pod,
-            resource,
+            events,
+            lifecycle: Lifecycle::from(args),
             database,
+            cluster,
+            dropped_log_lines: telemetry.dropped_log_lines,
         })
     }
 
-    /// Starts the PostgreSQL store's supervisor (migrations, then checks), when
-    /// there is one. Needs a Tokio runtime: it runs in the background.
-    pub fn start_database(&self) {
-        if let Some(database) = &self.database {
+    /// Starts the background work (the database's supervisor, the Kubernetes
+    /// side, the dropped-log-lines report), then serves on `listeners` until
+    /// `shutdown` completes (with the reason, e.g. the signal's name) and the
+    /// shutdown sequence has drained.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = &'static str>,
+    ) -> Result<(), ServeError> {
+        let Self {
+            state,
+            main,
+            admin,
+            events,
+            lifecycle,
+            database,
+            cluster,
+            dropped_log_lines,
+        } = self;
+        if let Some(dropped) = dropped_log_lines {
+            tokio::spawn(telemetry::logs::report_dropped_lines(move || {
+                dropped.count()
+            }));
+        }
+        if let Some(database) = database {
             tracing::info!("users and items in PostgreSQL; migrating");
-            tokio::spawn(database.clone().supervise());
+            tokio::spawn(database.supervise());
         }
-    }
-
-    /// Starts the Kubernetes side (runtime ConfigMap watch, pod Events) when
-    /// `--kube` asks for it. Needs a Tokio runtime: it runs in the background.
-    pub fn start_cluster(&mut self, args: &ServeArgs) {
-        if !args.kube.enabled() {
-            return;
+        if let Some(ClusterStart { config, queue }) = cluster {
+            tracing::info!(configmap = %config.configmap, "Kubernetes features on: watching runtime settings, publishing Events");
+            tokio::spawn(cluster::run(
+                config,
+                queue,
+                state.settings.clone(),
+                state.metrics.clone(),
+            ));
         }
-        let config = KubeConfig {
-            configmap: args.runtime_configmap.clone(),
-            pod: self.pod.clone(),
+        let build = state.info.build;
+        events.publish(PodEvent::normal(
+            "Started",
+            format!("pulse {} ({}) started", build.version, build.revision),
+        ));
+        let service = Service {
+            state,
+            main,
+            admin,
+            events,
+            lifecycle,
         };
-        tracing::info!(configmap = %config.configmap, "Kubernetes features on: watching runtime settings, publishing Events");
-        self.events = cluster::start(
-            config,
-            self.state.settings.clone(),
-            self.state.metrics.clone(),
-        );
+        server::serve(listeners, service, shutdown).await
     }
 }
 

@@ -1,12 +1,14 @@
 //! The `pulse` binary: parses the command line, and for `serve` installs the
-//! global telemetry, binds the listeners and turns signals into a shutdown.
+//! global telemetry, builds the application with it, binds the listeners, turns
+//! signals into a shutdown and runs the application (`App::run`).
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use pulse::app::App;
+use pulse::app::{App, Identity};
 use pulse::cli::{Cli, Command};
 use pulse::config::ServeArgs;
 use pulse::server::{self, Listeners, Signals};
@@ -85,44 +87,33 @@ fn load(args: &pulse::load::LoadArgs) -> anyhow::Result<pulse::load::Summary> {
 }
 
 async fn serve(args: ServeArgs, started: Instant) -> anyhow::Result<()> {
-    let mut app = App::new(&args, started)?;
+    let identity = Identity::current(started);
     let mut tracing = telemetry::init_tracing(
         &TracingConfig {
             log_level: args.log_level.clone(),
             log_format: args.log_format,
         },
-        app.resource.clone(),
+        identity.resource.clone(),
     )?;
-    if let Some(reloader) = tracing.take_log_reloader() {
-        app.state.settings.set_log_reloader(reloader);
-    }
-    app.state
-        .metrics
-        .observe_dropped_log_lines(tracing.dropped_log_lines());
-    app.state.metrics.observe_span_export(tracing.span_counts());
-    tokio::spawn(telemetry::logs::report_dropped_lines(
-        tracing.dropped_log_lines(),
-    ));
-    app.start_cluster(&args);
-    app.start_database();
-    let build = app.state.info.build;
-    app.events.publish(pulse::cluster::PodEvent::normal(
-        "Started",
-        format!("pulse {} ({}) started", build.version, build.revision),
-    ));
+    let app = App::new(&args, identity, tracing.handles())?;
     let listeners = Listeners::bind(&args).await?;
-    let mut signals = Signals::install().context("cannot install signal handlers")?;
-    let shutdown = async move {
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    app.run(listeners, shutdown).await?;
+    tracing.shutdown(server::FLUSH_TIMEOUT);
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT with the signal's name; a second signal means
+/// "now": the process exits at once, without draining.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = &'static str>> {
+    let mut signals = Signals::install()?;
+    Ok(async move {
         let signal = signals.recv().await;
-        // A second signal means "now": no drain.
         tokio::spawn(async move {
             let signal = signals.recv().await;
             tracing::warn!(signal = signal.as_str(), "second signal: exiting now");
             std::process::exit(signal.exit_code());
         });
         signal.as_str()
-    };
-    server::serve(listeners, app, shutdown).await?;
-    tracing.shutdown(server::FLUSH_TIMEOUT);
-    Ok(())
+    })
 }

@@ -89,12 +89,11 @@ struct Watch {
 fn start_watch() -> Watch {
     let (client, handle) = mock_client();
     let metrics = metrics();
-    let settings = Arc::new(LiveSettings::new(
-        RuntimeSettings::default(),
-        metrics.clone(),
-    ));
     let recorded = Arc::new(Recorded::default());
-    settings.set_notifier(recorded.clone());
+    let settings = Arc::new(
+        LiveSettings::new(RuntimeSettings::default(), metrics.clone())
+            .with_notifier(Some(recorded.clone())),
+    );
     let errors = KubeErrors::new(metrics.clone());
     tokio::spawn(configmap::watch(
         client,

@@ -1,11 +1,12 @@
-//! `server::serve` in process: the shutdown sequence and the drain, without
+//! `App::run` in process: the shutdown sequence and the drain, without
 //! spawning the binary (tests/shutdown.rs does that, with real signals).
 
 use std::time::{Duration, Instant};
 
-use pulse::app::App;
+use pulse::app::{App, Identity};
 use pulse::config::ServeArgs;
-use pulse::server::{self, Listeners, ServeError};
+use pulse::server::{Listeners, ServeError};
+use pulse::telemetry::Handles;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -20,13 +21,13 @@ struct Running {
 async fn start(args: ServeArgs) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = App::new(&args, Instant::now()).expect("app");
+    let app = App::new(&args, Identity::current(Instant::now()), Handles::default()).expect("app");
     let (stop, stopped) = oneshot::channel::<()>();
     let listeners = Listeners {
         main: listener,
         admin: None,
     };
-    let served = tokio::spawn(server::serve(listeners, app, async move {
+    let served = tokio::spawn(app.run(listeners, async move {
         let _ = stopped.await;
         "test"
     }));

@@ -75,36 +75,46 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
 }
 
-/// Starts the Kubernetes side in the background and returns the Event publisher.
-/// Events published before the API is reachable wait in a bounded queue.
-pub fn start(
+/// The Kubernetes side: connects (retrying with backoff), then watches the runtime
+/// ConfigMap into `settings` and publishes the Events queued in `queue` (the
+/// other half of the application's [`EventPublisher::channel`]; Events published
+/// before the API is reachable wait there, bounded). Runs until the process ends.
+///
+/// The error counter is registered when this is called, not when the future is
+/// first polled, so `pulse_kube_errors_total` is in the first scrape.
+pub fn run(
     config: KubeConfig,
+    queue: tokio::sync::mpsc::Receiver<PodEvent>,
     settings: Arc<LiveSettings>,
     metrics: Arc<Metrics>,
-) -> EventPublisher {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let errors = KubeErrors::new(metrics);
-    let (publisher, queue) = EventPublisher::channel();
-    settings.set_notifier(Arc::new(publisher.clone()));
-    tokio::spawn(async move {
-        let client = connect(&errors).await;
-        let namespace = config
-            .pod
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_owned());
-        tokio::spawn(configmap::watch(
-            client.clone(),
-            namespace.clone(),
-            config.configmap.clone(),
-            settings,
-            errors.clone(),
-        ));
-        match events::pod_reference(&config, &namespace) {
-            Some(pod) => events::run(client, pod, queue, errors).await,
-            None => tracing::info!("POD_NAME is not set: no Kubernetes Events will be published"),
-        }
-    });
-    publisher
+    async move { watch_and_publish(config, queue, settings, errors).await }
+}
+
+async fn watch_and_publish(
+    config: KubeConfig,
+    queue: tokio::sync::mpsc::Receiver<PodEvent>,
+    settings: Arc<LiveSettings>,
+    errors: Arc<KubeErrors>,
+) {
+    let client = connect(&errors).await;
+    let namespace = config
+        .pod
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    tokio::spawn(configmap::watch(
+        client.clone(),
+        namespace.clone(),
+        config.configmap.clone(),
+        settings,
+        errors.clone(),
+    ));
+    match events::pod_reference(&config, &namespace) {
+        Some(pod) => events::run(client, pod, queue, errors).await,
+        None => tracing::info!("POD_NAME is not set: no Kubernetes Events will be published"),
+    }
 }
 
 /// Builds a client, retrying with backoff until the configuration can be loaded.

@@ -1,7 +1,7 @@
 //! The settings in force, shared by the request path and the sources that change them.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -71,10 +71,11 @@ pub struct LiveSettings {
     /// From the command line; what a declarative source starts from.
     base: RuntimeSettings,
     current: ArcSwap<RuntimeSettings>,
-    /// Set once the global log subscriber is installed (never in most tests).
-    log_reloader: OnceLock<LogReloader>,
+    /// Present when the binary installed the global log subscriber (never in most tests).
+    log_reloader: Option<LogReloader>,
     metrics: Arc<Metrics>,
-    notifier: OnceLock<Arc<dyn Notifier>>,
+    /// Present when Kubernetes features are on (Events about each change).
+    notifier: Option<Arc<dyn Notifier>>,
     /// Serialises writers, so check-then-swap is atomic across sources.
     writer: Mutex<()>,
 }
@@ -94,9 +95,9 @@ impl LiveSettings {
         Self {
             current: ArcSwap::from_pointee(base.clone()),
             base,
-            log_reloader: OnceLock::new(),
+            log_reloader: None,
             metrics,
-            notifier: OnceLock::new(),
+            notifier: None,
             writer: Mutex::new(()),
         }
     }
@@ -116,14 +117,20 @@ impl LiveSettings {
         self.current.load().force_unready
     }
 
-    /// Lets `log_level` changes reach the log subscriber (set once, at start).
-    pub fn set_log_reloader(&self, reloader: LogReloader) {
-        let _ = self.log_reloader.set(reloader);
+    /// Lets `log_level` changes reach the log subscriber. A builder step, taken
+    /// before the settings are shared: there is no second call to ignore.
+    #[must_use]
+    pub fn with_log_reloader(mut self, reloader: Option<LogReloader>) -> Self {
+        self.log_reloader = reloader;
+        self
     }
 
-    /// Sends every later change to `notifier` (set once, when Kubernetes is reachable).
-    pub fn set_notifier(&self, notifier: Arc<dyn Notifier>) {
-        let _ = self.notifier.set(notifier);
+    /// Sends every change to `notifier` (Kubernetes Events). A builder step, like
+    /// [`Self::with_log_reloader`].
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: Option<Arc<dyn Notifier>>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// `PUT /admin/runtime`: changes the named fields of the current settings.
@@ -177,7 +184,7 @@ impl LiveSettings {
             return Ok(current);
         }
         if next.log_level != current.log_level
-            && let Some(reload) = self.log_reloader.get()
+            && let Some(reload) = &self.log_reloader
             && let Err(e) = reload(&next.log_level)
         {
             let err = SettingsError {
@@ -206,7 +213,7 @@ impl LiveSettings {
     }
 
     fn notify(&self, change: SettingsChange) {
-        if let Some(notifier) = self.notifier.get() {
+        if let Some(notifier) = &self.notifier {
             notifier.notify(&change);
         }
     }
@@ -244,12 +251,10 @@ mod tests {
             Instant::now(),
         )
         .unwrap();
-        let settings = LiveSettings::new(base(), metrics);
-        if let Some(reloader) = reloader {
-            settings.set_log_reloader(reloader);
-        }
         let recorded = Arc::new(Recorded::default());
-        settings.set_notifier(recorded.clone());
+        let settings = LiveSettings::new(base(), metrics)
+            .with_log_reloader(reloader)
+            .with_notifier(Some(recorded.clone()));
         (settings, recorded)
     }
 

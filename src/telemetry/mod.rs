@@ -101,6 +101,46 @@ pub struct TracingConfig {
     pub log_format: LogFormat,
 }
 
+/// What the installed telemetry hands to the application
+/// (`App::new`): empty where nothing global was installed (tests
+/// and benchmarks build many applications in one process).
+#[derive(Default)]
+pub struct Handles {
+    /// Swaps the log filter when the runtime settings change `log_level`.
+    pub log_reloader: Option<LogReloader>,
+    /// Counts the log lines dropped because stdout did not keep up.
+    pub dropped_log_lines: Option<DroppedLines>,
+    /// Where the finished spans went (all zero when nothing exports them).
+    pub span_counts: Option<Arc<export::SpanCounts>>,
+}
+
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handles")
+            .field("log_reloader", &self.log_reloader.is_some())
+            .field("dropped_log_lines", &self.dropped_log_lines.is_some())
+            .field("span_counts", &self.span_counts)
+            .finish()
+    }
+}
+
+/// The count of log lines the bounded queue to stdout dropped.
+#[derive(Clone)]
+pub struct DroppedLines(tracing_appender::non_blocking::ErrorCounter);
+
+impl DroppedLines {
+    /// Lines dropped so far.
+    pub fn count(&self) -> u64 {
+        self.0.dropped_lines() as u64
+    }
+}
+
+impl std::fmt::Debug for DroppedLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DroppedLines").field(&self.count()).finish()
+    }
+}
+
 /// Keeps the tracer provider and the log writer alive; [`TracingGuard::shutdown`]
 /// flushes both.
 pub struct TracingGuard {
@@ -108,7 +148,7 @@ pub struct TracingGuard {
     log_reloader: Option<LogReloader>,
     /// Dropping it writes out the queued log lines (waiting up to a second).
     log_worker: Option<tracing_appender::non_blocking::WorkerGuard>,
-    dropped_lines: tracing_appender::non_blocking::ErrorCounter,
+    dropped_lines: DroppedLines,
     span_counts: Arc<export::SpanCounts>,
 }
 
@@ -119,20 +159,15 @@ impl std::fmt::Debug for TracingGuard {
 }
 
 impl TracingGuard {
-    /// The function that swaps the log filter at run time (taken once).
-    pub fn take_log_reloader(&mut self) -> Option<LogReloader> {
-        self.log_reloader.take()
-    }
-
-    /// How many log lines were dropped because stdout did not keep up.
-    pub fn dropped_log_lines(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
-        let counter = self.dropped_lines.clone();
-        move || counter.dropped_lines() as u64
-    }
-
-    /// Where the finished spans went (all zero when nothing exports them).
-    pub fn span_counts(&self) -> Arc<export::SpanCounts> {
-        Arc::clone(&self.span_counts)
+    /// What the application needs of the installed telemetry. The log reloader
+    /// goes to the first caller: one process, one application that changes the
+    /// log filter.
+    pub fn handles(&mut self) -> Handles {
+        Handles {
+            log_reloader: self.log_reloader.take(),
+            dropped_log_lines: Some(self.dropped_lines.clone()),
+            span_counts: Some(Arc::clone(&self.span_counts)),
+        }
     }
 
     /// Flushes pending spans and stops the exporter, then writes out the queued
@@ -161,40 +196,7 @@ pub fn init_tracing(
         let filter = log_filter(directive)?;
         Ok(filter_handle.reload(filter)?)
     });
-
-    let mut provider = SdkTracerProvider::builder().with_resource(resource);
-    let span_counts = Arc::new(export::SpanCounts::default());
-    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|v| !v.is_empty());
-    if otlp.is_some() {
-        use opentelemetry_otlp::WithExportConfig as _;
-        // The builder reads the endpoint (and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-        // headers, timeout) from the standard variables itself.
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .build()
-            .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
-        // The SDK's batching, with its losses counted (telemetry/export.rs).
-        let capacity = export::queue_capacity();
-        let batch = BatchSpanProcessor::builder(export::CountingExporter::new(
-            exporter,
-            Arc::clone(&span_counts),
-        ))
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(capacity)
-                .build(),
-        )
-        .build();
-        provider = provider.with_span_processor(export::CountingProcessor::new(
-            batch,
-            capacity,
-            Arc::clone(&span_counts),
-        ));
-    }
-    let provider = provider.build();
+    let (provider, span_counts, otlp) = tracer_provider(resource)?;
     let tracer = provider.tracer("pulse");
     // Pulse's spans start with this tracer (telemetry/spans.rs); the global
     // provider serves everything else that asks for one.
@@ -206,20 +208,8 @@ pub fn init_tracing(
     opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    // Lines leave the request path through a bounded queue (telemetry/logs.rs). The
-    // writer thread buffers what it takes from the queue and flushes whenever the
-    // queue is empty (and at exit): under load one write(2) carries many lines, and
-    // a lone line still reaches stdout at once. Unbuffered, stdout's line buffering
-    // made a system call per line.
-    let (stdout, log_worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(logs::QUEUE_LINES)
-        .thread_name("pulse-log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            logs::WRITE_BUFFER_BYTES,
-            std::io::stdout(),
-        ));
-    let dropped_lines = stdout.error_counter();
+    let (stdout, log_worker) = log_writer();
+    let dropped_lines = DroppedLines(stdout.error_counter());
     let fmt = match config.log_format {
         LogFormat::Json => logs::JsonLines::new(stdout).boxed(),
         // Colours only for a person at a terminal: `make run > file` stays plain text.
@@ -263,4 +253,65 @@ pub fn init_tracing(
         dropped_lines,
         span_counts,
     })
+}
+
+/// The tracer provider, with an OTLP exporter behind counted batching when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set (returned, for the start-up log line).
+fn tracer_provider(
+    resource: Resource,
+) -> Result<(SdkTracerProvider, Arc<export::SpanCounts>, Option<String>), TelemetryError> {
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    let span_counts = Arc::new(export::SpanCounts::default());
+    let otlp = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if otlp.is_some() {
+        use opentelemetry_otlp::WithExportConfig as _;
+        // The builder reads the endpoint (and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+        // headers, timeout) from the standard variables itself.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build()
+            .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
+        // The SDK's batching, with its losses counted (telemetry/export.rs).
+        let capacity = export::queue_capacity();
+        let batch = BatchSpanProcessor::builder(export::CountingExporter::new(
+            exporter,
+            Arc::clone(&span_counts),
+        ))
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(capacity)
+                .build(),
+        )
+        .build();
+        provider = provider.with_span_processor(export::CountingProcessor::new(
+            batch,
+            capacity,
+            Arc::clone(&span_counts),
+        ));
+    }
+    Ok((provider.build(), span_counts, otlp))
+}
+
+/// Stdout behind a bounded, lossy queue (telemetry/logs.rs), and the guard that
+/// writes out what is queued at exit.
+///
+/// The writer thread buffers what it takes from the queue and flushes whenever the
+/// queue is empty (and at exit): under load one write(2) carries many lines, and
+/// a lone line still reaches stdout at once. Unbuffered, stdout's line buffering
+/// made a system call per line.
+fn log_writer() -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(logs::QUEUE_LINES)
+        .thread_name("pulse-log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            logs::WRITE_BUFFER_BYTES,
+            std::io::stdout(),
+        ))
 }

@@ -16,9 +16,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
-use pulse::app::App;
+use pulse::app::{App, Identity};
 use pulse::config::ServeArgs;
 use pulse::state::AppState;
+use pulse::telemetry::Handles;
 use tower::ServiceExt as _;
 
 /// The real router over a fresh store and registry.
@@ -45,10 +46,11 @@ impl TestApp {
             database_url: Some(pulse::config::rules::database_url(&url).expect("database URL")),
             ..ServeArgs::default()
         };
-        let app = App::new(&args, Instant::now()).expect("app");
+        let app =
+            App::new(&args, Identity::current(Instant::now()), Handles::default()).expect("app");
         let database = app.database.clone().expect("the PostgreSQL store");
         database.migrate().await.expect("migrations");
-        app.start_database();
+        tokio::spawn(database.clone().supervise());
         let deadline = Instant::now() + Duration::from_secs(10);
         while app.state.store.unavailable().is_some() {
             assert!(
@@ -66,7 +68,8 @@ impl TestApp {
 
     /// The app `pulse serve` would run with `args`, ready.
     pub fn with(args: &ServeArgs) -> Self {
-        let app = App::new(args, Instant::now()).expect("app");
+        let app =
+            App::new(args, Identity::current(Instant::now()), Handles::default()).expect("app");
         app.state.readiness.set_ready();
         Self {
             router: app.main,
