@@ -13,7 +13,7 @@ RELEASE      ?= pulse
 IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
-.PHONY: help run test lint fmt-check clippy module-cycles test-rust test-python deps build \
+.PHONY: help run test lint fmt-check clippy module-cycles code-size test-rust test-python deps build \
         dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile doctor
 
 help: ## List targets
@@ -28,7 +28,7 @@ run: ## Run Pulse on :8080 with human-readable logs (Ctrl-C stops it gracefully)
 
 test: lint test-rust test-python ## Everything CI runs: fmt check, clippy -D warnings, all tests
 
-lint: fmt-check clippy module-cycles ## Formatting and clippy, warnings are errors; no import cycle in src/
+lint: fmt-check clippy module-cycles code-size ## Formatting and clippy, warnings are errors; no import cycle in src/; no file over 400 lines, no function over 80
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -38,6 +38,9 @@ clippy:
 
 module-cycles:
 	$(PYTHON) scripts/module-cycles.py
+
+code-size:
+	$(PYTHON) scripts/code-size.py
 
 deps: ## Check the external tools the tests use
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus (or run .ci/run)"; exit 1; }

@@ -26,7 +26,7 @@ pub const HOP_HEADER: HeaderName = HeaderName::from_static("x-pulse-hop");
 
 /// The path the call goes to on the backend: the same route, so a chain of
 /// Pulses can be any length.
-pub const PATH: &str = "/api/backend";
+const PATH: &str = "/api/backend";
 
 /// Largest backend answer read: a chain's answers are small JSON (about 100
 /// bytes a hop, at most 32 hops), and a backend that sends more, or sends for

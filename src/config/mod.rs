@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 
 /// The defaults of `pulse serve`, as clap shows them in `--help`. [`ServeArgs::default`]
 /// parses the same text, so there is one definition of each.
-pub mod defaults {
+pub(crate) mod defaults {
     /// `--addr`.
     pub const ADDR: &str = "0.0.0.0:8080";
     /// `--log-level`.

@@ -7,8 +7,8 @@
 //! counts against the server (no coordinated omission). `--rate 0` is closed-loop:
 //! `--concurrency` workers send back to back, for saturation benchmarks.
 
-pub mod mix;
-pub mod report;
+pub(crate) mod mix;
+pub(crate) mod report;
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;

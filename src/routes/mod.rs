@@ -4,16 +4,16 @@
 //! at `/openapi.json` is built from the same list the router is: a route cannot
 //! exist without being documented.
 
-pub mod admin;
-pub mod backend;
-pub mod data;
+pub(crate) mod admin;
+pub(crate) mod backend;
+pub(crate) mod data;
 pub mod demo;
-pub mod health;
-pub mod info;
-pub mod legacy;
-pub mod metrics;
-pub mod openapi;
-pub mod users;
+pub(crate) mod health;
+pub(crate) mod info;
+pub(crate) mod legacy;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+pub(crate) mod users;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -114,7 +114,7 @@ fn probe_routes() -> OpenApiRouter<AppState> {
 }
 
 /// The route templates of [`probe_routes`].
-pub fn probe_paths() -> BTreeSet<String> {
+fn probe_paths() -> BTreeSet<String> {
     probe_routes()
         .into_openapi()
         .paths

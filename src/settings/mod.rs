@@ -9,7 +9,7 @@
 //! key rejects it all and the previous settings stay. Values are checked by the
 //! same [`rules`] as the flags, so what starts is what a change may set.
 
-pub mod live;
+pub(crate) mod live;
 
 pub use live::{LiveSettings, Notifier, SettingsChange, Source};
 

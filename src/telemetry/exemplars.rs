@@ -62,7 +62,7 @@ pub const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
 /// The bucket (not cumulative) `seconds` falls in: the first bound it does not
 /// exceed, as Prometheus' `le` counts, or the `+Inf` bucket past the last one.
-pub fn bucket_of(seconds: f64) -> usize {
+fn bucket_of(seconds: f64) -> usize {
     DURATION_BUCKETS.partition_point(|&bound| bound < seconds)
 }
 

@@ -108,7 +108,7 @@ where
 }
 
 /// Appends `event` as one JSON line (with its newline) to `line`.
-pub fn format_line(line: &mut String, event: &Event<'_>, ids: Option<RequestIds>) {
+fn format_line(line: &mut String, event: &Event<'_>, ids: Option<RequestIds>) {
     let meta = event.metadata();
     line.push_str("{\"timestamp\":\"");
     push_timestamp(line, SystemTime::now());

@@ -4,16 +4,16 @@
 //! to build a router (tests build many), while [`init_tracing`] installs the
 //! global subscriber, tracer provider and propagator once, in the binary.
 
-pub mod db;
-pub mod exemplars;
-pub mod export;
+pub(crate) mod db;
+pub(crate) mod exemplars;
+pub(crate) mod export;
 pub mod labels;
-pub mod logs;
-pub mod metrics;
-pub mod openmetrics;
+pub(crate) mod logs;
+pub(crate) mod metrics;
+pub(crate) mod openmetrics;
 pub mod routes;
-pub mod schema;
-pub mod spans;
+pub(crate) mod schema;
+pub(crate) mod spans;
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;

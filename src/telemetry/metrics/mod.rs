@@ -33,7 +33,6 @@ pub use self::client::{ClientCall, ClientMetrics, ClientOutcome};
 pub use self::control::ControlMetrics;
 pub use self::db::{DbMetrics, PoolState};
 pub use self::http::HttpMetrics;
-pub use super::schema::{DURATION_BUCKETS, HTTP_DURATION_FAMILY, SIZE_BUCKETS};
 
 use super::TelemetryError;
 use super::labels::{KubeOperation, MetricLabel, ReloadResult};
