@@ -33,7 +33,7 @@ const PATH: &str = "/api/backend";
 /// ever, must not grow this process's memory.
 ///
 /// A call holds the answer read so far (never a buffer larger than this: see
-/// [`AnswerBuffer`]) and the HTTP client's read buffer (hyper's, up to about
+/// `AnswerBuffer`) and the HTTP client's read buffer (hyper's, up to about
 /// 400 KiB, not configurable through reqwest); the answer is checked and passed
 /// on as text, never as a tree of values (which can take many times its size).
 /// With this bound a call stays under [`MAX_CALL_BYTES`].

@@ -2,8 +2,8 @@
 //!
 //! Modules depend on each other one way, from the bottom up:
 //! [`config`] (flags, defaults, rules) ← [`telemetry`] (metrics, traces, logs) and
-//! [`store`] ← [`settings`] (what changes at run time) ← [`cluster`] (the runtime
-//! ConfigMap, pod Events), [`backend`] (the downstream Pulse) and [`state`] ← [`middleware`] and [`routes`] ← [`server`]
+//! `store` ← [`settings`] (what changes at run time) ← [`cluster`] (the runtime
+//! ConfigMap, pod Events), [`backend`] (the downstream Pulse) and [`state`] ← `middleware` and [`routes`] ← [`server`]
 //! (serving and draining) ← [`app`] (the one place the application is assembled,
 //! then run) ← [`cli`] and the binary.
 

@@ -5,8 +5,8 @@
 //!
 //! Each service is reached by a URL (`--prometheus`, `--pulse`, ...) or, with
 //! `--kube`, found in the current kube context by its labels and reached through a
-//! port-forward of the API server ([`kube`]). One request with a known
-//! `traceparent` goes through Pulse ([`signals::send_probe`]); the exemplar, trace
+//! port-forward of the API server (`kube.rs`). One request with a known
+//! `traceparent` goes through Pulse (`signals::send_probe`); the exemplar, trace
 //! and log checks look for that trace id.
 
 mod grafana;

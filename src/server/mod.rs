@@ -98,9 +98,9 @@ pub enum ServeError {
 /// The bound sockets: `--addr`, and `--admin-addr` when it is set.
 #[derive(Debug)]
 pub struct Listeners {
-    /// Serves [`App::main`].
+    /// Serves the main router (the API, probes, `/metrics`).
     pub main: TcpListener,
-    /// Serves [`App::admin`].
+    /// Serves the admin router (when `--admin-addr` moves it).
     pub admin: Option<TcpListener>,
 }
 
