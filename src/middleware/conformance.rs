@@ -9,14 +9,11 @@
 //! A tower layer rather than `from_fn` middleware: it runs on every request, and
 //! this way it costs a header lookup, not a boxed service and future.
 
-use std::task::{Context, Poll};
-
 use axum::extract::Request;
 use axum::http::{Version, header};
-use axum::response::{IntoResponse, Response};
-use futures::future::{Either, Ready, ready};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use super::{Check, Checked};
 use crate::error::ApiError;
 
 /// The layer: `max_body_bytes` is `--max-body-bytes`.
@@ -36,57 +33,37 @@ impl<S> Layer<S> for ConformanceLayer {
     type Service = Conformance<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Conformance {
-            inner,
-            max_body_bytes: self.max_body_bytes,
-        }
+        Checked::new(inner, *self)
     }
 }
 
 /// The service [`ConformanceLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct Conformance<S> {
-    inner: S,
-    max_body_bytes: usize,
-}
+pub type Conformance<S> = Checked<S, ConformanceLayer>;
 
-impl<S> Service<Request> for Conformance<S>
-where
-    S: Service<Request, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+/// The response of [`Conformance`]: the inner one, or the 400 or 413.
+pub type ResponseFuture<F> = super::ResponseFuture<F, ()>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
+impl Check for ConformanceLayer {
+    type Pass = ();
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        match check(&request, self.max_body_bytes) {
-            Ok(()) => Either::Right(self.inner.call(request)),
-            Err(err) => Either::Left(ready(Ok(err.into_response()))),
+    fn check(&self, request: &Request) -> Result<(), ApiError> {
+        let hosts = request.headers().get_all(header::HOST).iter().count();
+        let required = usize::from(request.version() >= Version::HTTP_11);
+        // HTTP/2 carries the authority in `:authority`; hyper maps it to the URI.
+        if request.version() < Version::HTTP_2 && !(required..=1).contains(&hosts) {
+            return Err(ApiError::invalid(
+                "host",
+                "an HTTP/1.1 request must have exactly one Host header",
+            ));
         }
+        let announced = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > self.max_body_bytes as u64) {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        Ok(())
     }
-}
-
-fn check(request: &Request, max_body_bytes: usize) -> Result<(), ApiError> {
-    let hosts = request.headers().get_all(header::HOST).iter().count();
-    let required = usize::from(request.version() >= Version::HTTP_11);
-    // HTTP/2 carries the authority in `:authority`; hyper maps it to the URI.
-    if request.version() < Version::HTTP_2 && !(required..=1).contains(&hosts) {
-        return Err(ApiError::invalid(
-            "host",
-            "an HTTP/1.1 request must have exactly one Host header",
-        ));
-    }
-    let announced = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|len| len > max_body_bytes as u64) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    Ok(())
 }

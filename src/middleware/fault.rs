@@ -8,6 +8,7 @@
 //!
 //! A tower layer, not `from_fn`: with no fault configured (the default) a request
 //! costs one atomic load here and nothing is boxed; only a delayed request boxes.
+//! Not a [`Check`](super::Check): a delayed request calls the inner service later.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,10 +38,10 @@ impl FaultLayer {
 }
 
 impl<S> Layer<S> for FaultLayer {
-    type Service = Inject<S>;
+    type Service = Fault<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Inject {
+        Fault {
             inner,
             settings: self.settings.clone(),
         }
@@ -50,19 +51,24 @@ impl<S> Layer<S> for FaultLayer {
 /// The service [`FaultLayer`] makes: delays and/or fails the request according to
 /// the settings in force.
 #[derive(Debug, Clone)]
-pub struct Inject<S> {
+pub struct Fault<S> {
     inner: S,
     settings: Arc<LiveSettings>,
 }
 
-impl<S> Service<Request> for Inject<S>
+/// The response of [`Fault`]: at once, the inner one or the injected 500 (the checking
+/// layers' future); after a delay, either of them, boxed.
+pub type ResponseFuture<F> =
+    Either<super::ResponseFuture<F, ()>, BoxFuture<'static, Result<Response, Infallible>>>;
+
+impl<S> Service<Request> for Fault<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -70,24 +76,23 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let config = self.settings.faults();
-        if !config.is_active() {
-            return Either::Right(self.inner.call(request));
-        }
-        let (delay, fail) = draw(&config);
+        let (delay, fail) = if config.is_active() {
+            draw(&config)
+        } else {
+            (Duration::ZERO, false)
+        };
         if delay.is_zero() {
-            return if fail {
-                Either::Left(Box::pin(std::future::ready(Ok(
-                    ApiError::Injected.into_response()
-                ))))
+            return Either::Left(if fail {
+                super::ResponseFuture::rejected(ApiError::Injected)
             } else {
-                Either::Right(self.inner.call(request))
-            };
+                super::ResponseFuture::inner(self.inner.call(request), ())
+            });
         }
         // The service polled ready is the one to call, after the delay; a clone
         // takes its place here.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Either::Left(Box::pin(async move {
+        Either::Right(Box::pin(async move {
             tokio::time::sleep(delay).await;
             if fail {
                 return Ok(ApiError::Injected.into_response());

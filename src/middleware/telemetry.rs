@@ -35,12 +35,12 @@ use crate::telemetry::spans::{self, TRACEPARENT, traceparent};
 
 /// The telemetry layer (a tower [`Layer`]) and what it needs.
 #[derive(Debug, Clone)]
-pub struct HttpTelemetry {
+pub struct HttpTelemetryLayer {
     /// Per-route handles (bound instruments, span names).
     routes: Arc<RouteTable>,
 }
 
-impl HttpTelemetry {
+impl HttpTelemetryLayer {
     /// Telemetry recording into `metrics`; requests of the `unrecorded` route
     /// templates (probes, `/metrics`) get a debug-level span and no `http_*` series.
     pub fn new(metrics: Arc<Metrics>, unrecorded: BTreeSet<String>) -> Self {
@@ -50,18 +50,18 @@ impl HttpTelemetry {
     }
 }
 
-impl<S> Layer<S> for HttpTelemetry {
-    type Service = Track<S>;
+impl<S> Layer<S> for HttpTelemetryLayer {
+    type Service = HttpTelemetry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Track {
+        HttpTelemetry {
             inner,
             telemetry: self.clone(),
         }
     }
 }
 
-/// The service [`HttpTelemetry`] makes: records one request.
+/// The service [`HttpTelemetryLayer`] makes: records one request.
 ///
 /// A tower service rather than `from_fn` middleware: it runs on every request, and
 /// `from_fn` clones and boxes the inner service and boxes its future each time.
@@ -73,18 +73,18 @@ impl<S> Layer<S> for HttpTelemetry {
 /// while the handler runs, so a `tracing` span opened inside a handler (bridged by
 /// `tracing-opentelemetry`) becomes its child.
 #[derive(Debug, Clone)]
-pub struct Track<S> {
+pub struct HttpTelemetry<S> {
     inner: S,
-    telemetry: HttpTelemetry,
+    telemetry: HttpTelemetryLayer,
 }
 
-impl<S> Service<Request> for Track<S>
+impl<S> Service<Request> for HttpTelemetry<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Tracked<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -115,7 +115,7 @@ where
         if route.recorded {
             route.started();
         }
-        Tracked {
+        ResponseFuture {
             // Every line logged while the request is handled carries its ids.
             inner: REQUEST.scope(ids, self.inner.call(request)),
             finish: Some(Finish {
@@ -131,16 +131,16 @@ where
 }
 
 pin_project! {
-    /// The response of [`Track`]: the inner one, with the span's context current
+    /// The response of [`HttpTelemetry`]: the inner one, with the span's context current
     /// while it is made, and recorded when it is ready.
-    pub struct Tracked<F> {
+    pub struct ResponseFuture<F> {
         #[pin]
         inner: TaskLocalFuture<RequestIds, F>,
         finish: Option<Finish>,
     }
 }
 
-impl<F> Future for Tracked<F>
+impl<F> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response, Infallible>>,
 {

@@ -4,6 +4,8 @@
 //! A tower layer rather than `from_fn` middleware: it runs on every request, and
 //! `from_fn` clones and boxes the inner service and boxes its future each time.
 //! `tower::timeout` is not used because it answers with an error, not a response.
+//! Not a [`Check`](super::Check): every request reaches the inner service, and the
+//! error comes from the inner future's running out of time.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -55,14 +57,14 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = TimeoutFuture<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        TimeoutFuture {
+        ResponseFuture {
             inner: tokio::time::timeout(self.limit, self.inner.call(request)),
             limit: self.limit,
         }
@@ -71,14 +73,14 @@ where
 
 pin_project! {
     /// The response of [`Timeout`]: the inner one, or the timeout's 503.
-    pub struct TimeoutFuture<F> {
+    pub struct ResponseFuture<F> {
         #[pin]
         inner: tokio::time::Timeout<F>,
         limit: Duration,
     }
 }
 
-impl<F> Future for TimeoutFuture<F>
+impl<F> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response, Infallible>>,
 {

@@ -37,7 +37,7 @@ use crate::middleware::conformance::ConformanceLayer;
 use crate::middleware::drain;
 use crate::middleware::fault::FaultLayer;
 use crate::middleware::overload::ConcurrencyLimitLayer;
-use crate::middleware::telemetry::HttpTelemetry;
+use crate::middleware::telemetry::HttpTelemetryLayer;
 use crate::middleware::timeout::TimeoutLayer;
 use crate::state::AppState;
 
@@ -214,14 +214,14 @@ pub fn admin_router(state: AppState, config: &HttpConfig) -> Router {
 
 /// The per-request telemetry of one listener (its routes share one route table),
 /// unless switched off.
-fn http_telemetry(state: &AppState, config: &HttpConfig) -> Option<HttpTelemetry> {
+fn http_telemetry(state: &AppState, config: &HttpConfig) -> Option<HttpTelemetryLayer> {
     config.telemetry.then(|| {
         let unrecorded = if config.instrument_probes {
             BTreeSet::new()
         } else {
             probe_paths()
         };
-        HttpTelemetry::new(state.metrics.clone(), unrecorded)
+        HttpTelemetryLayer::new(state.metrics.clone(), unrecorded)
     })
 }
 
@@ -229,7 +229,7 @@ fn http_telemetry(state: &AppState, config: &HttpConfig) -> Option<HttpTelemetry
 /// conformance, timeout, body limit), then `inner`'s: one `layer` call.
 fn layered<L>(
     router: Router<AppState>,
-    telemetry: Option<HttpTelemetry>,
+    telemetry: Option<HttpTelemetryLayer>,
     state: &AppState,
     config: &HttpConfig,
     inner: L,
