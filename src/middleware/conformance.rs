@@ -40,9 +40,6 @@ impl<S> Layer<S> for ConformanceLayer {
 /// The service [`ConformanceLayer`] makes.
 pub type Conformance<S> = Checked<S, ConformanceLayer>;
 
-/// The response of [`Conformance`]: the inner one, or the 400 or 413.
-pub type ResponseFuture<F> = super::ResponseFuture<F, ()>;
-
 impl Check for ConformanceLayer {
     type Pass = ();
 

@@ -6,11 +6,12 @@
 //! Connection-level limits (the header read timeout) live in `server::connections`.
 //!
 //! Each layer has tower's names: `XLayer` (the [`Layer`](tower::Layer)), `X<S>` (the
-//! [`Service`] it makes) and `x::ResponseFuture<F>` (that service's future). The layers
+//! [`Service`] it makes) and a `ResponseFuture` (that service's future). The layers
 //! that check a request before the inner service runs ([`conformance`], [`overload`])
-//! implement [`Check`] and share one service, [`Checked`], and one future,
-//! [`ResponseFuture`]: the inner service's future, or the [`ApiError`] the check
-//! answered. [`fault`] answers through the same future unless it delays the request;
+//! implement [`Check`] and share one service, [`Checked`] (named `Conformance<S>`,
+//! `ConcurrencyLimit<S>`), and one future, this module's [`ResponseFuture`]: the inner
+//! service's future, or the [`ApiError`] the check answered; the others have
+//! `x::ResponseFuture<F>`. [`fault`] answers through the same future unless it delays the request;
 //! [`timeout`] answers its [`ApiError`] once the inner future has run too long, so it
 //! keeps a future of its own. All are tower services rather than axum's `from_fn`,
 //! which clones and boxes the inner service and boxes its future on every request.

@@ -46,10 +46,6 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
 /// free, else answers 503.
 pub type ConcurrencyLimit<S> = Checked<S, ConcurrencyLimitLayer>;
 
-/// The response of [`ConcurrencyLimit`]: the inner one, holding its permit until the
-/// response is made (or the request is abandoned), or the 503.
-pub type ResponseFuture<F> = super::ResponseFuture<F, OwnedSemaphorePermit>;
-
 impl Check for ConcurrencyLimitLayer {
     type Pass = OwnedSemaphorePermit;
 
