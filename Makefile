@@ -52,9 +52,9 @@ deps: ## Check the external tools the tests use
 TEST_CARGO := PULSE_TEST_ALL=1 PULSE_SOAK_SECONDS=$${PULSE_SOAK_SECONDS:-60} $(CARGO) test --all-targets
 
 test-rust: deps ## Unit and integration tests (real router, real binary, promtool, a private PostgreSQL)
-	@echo "cargo test: includes a 60 s soak test (tests/soak.rs; PULSE_SOAK_SECONDS=10 shortens it); a bare cargo test leaves it, the PostgreSQL suite and promtool's check to make test"
+	@echo "cargo test: includes a 60 s soak test (tests/integration/soak.rs; PULSE_SOAK_SECONDS=10 shortens it); a bare cargo test leaves it, the PostgreSQL suite and promtool's check to make test"
 	@echo "PostgreSQL: scripts/with-postgres.sh starts a private server (or uses PULSE_TEST_DATABASE_URL)"
-	scripts/with-postgres.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test api'
+	scripts/with-postgres.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test integration api::'
 
 build:
 	$(CARGO) build
@@ -130,6 +130,6 @@ profile: ## Callgrind profile of Pulse at its defaults (ENDPOINT=/status/200 REQ
 load: ## Traffic from the laptop to the lab's Pulse via a port-forward (RATE=20 DURATION=60s MIX=default)
 	scripts/load.sh
 
-e2e: ## After kind-up: helm test + the Rust e2e suite (tests/e2e.rs) against the current kube context
+e2e: ## After kind-up: helm test + the Rust e2e suite (tests/integration/e2e.rs) against the current kube context
 	scripts/e2e.sh
-	PULSE_E2E_NAMESPACE=$(NAMESPACE) PULSE_E2E_RELEASE=$(RELEASE) $(CARGO) test --test e2e -- --ignored --test-threads=1
+	PULSE_E2E_NAMESPACE=$(NAMESPACE) PULSE_E2E_RELEASE=$(RELEASE) $(CARGO) test --test integration e2e:: -- --ignored --test-threads=1

@@ -2,7 +2,7 @@
 the features the chart turns on (`exemplar-storage`), answers `/api/v1/query_exemplars` with the trace
 ids of the requests made; the OpenMetrics body parses with the reference OpenMetrics parser
 (prometheus_client) and holds the same series as the text body. (`promtool check metrics` on the text
-body, which stays as it was: tests/metrics.rs.)
+body, which stays as it was: tests/integration/metrics.rs.)
 """
 
 from __future__ import annotations
