@@ -105,5 +105,5 @@ def test_no_lab_script_uses_the_release_name_as_an_object_name():
     for path in sorted(ROOT.glob("scripts/*.sh")) + [ROOT / "Makefile"]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             assert not forbidden.search(line), f"{path.name}:{number}: {line.strip()}"
-    e2e = (ROOT / "tests" / "e2e.rs").read_text()
+    e2e = (ROOT / "tests" / "integration" / "e2e.rs").read_text()
     assert "get(&lab.release)" not in e2e and "service_get(&lab.release" not in e2e
