@@ -13,7 +13,7 @@ RELEASE      ?= pulse
 IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
-.PHONY: help run test lint fmt-check clippy module-cycles code-size test-rust test-python deps build \
+.PHONY: help run test lint fmt-check clippy module-cycles code-size test-rust test-python python-tools deps build \
         dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile doctor
 
 help: ## List targets
@@ -26,15 +26,21 @@ help: ## List targets
 run: ## Run Pulse on :8080 with human-readable logs (Ctrl-C stops it gracefully)
 	PULSE_LOG_FORMAT=text $(CARGO) run -- serve
 
-test: lint test-rust test-python ## Everything CI runs: fmt check, clippy -D warnings, all tests
+# The Python tools install (mostly downloads) while clippy compiles; then the Rust tests, then Python's.
+test: ## Everything CI runs: fmt check, clippy -D warnings, all tests
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint python-tools
+	$(MAKE) --no-print-directory test-rust
+	$(MAKE) --no-print-directory test-python
 
 lint: fmt-check clippy module-cycles code-size ## Formatting and clippy, warnings are errors; no import cycle in src/; no file over 400 lines, no function over 80
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+# MAKEFLAGS emptied: under `make test`'s -j2, cargo would otherwise share make's two job slots with the
+# pip install and compile one crate at a time.
 clippy:
-	$(CARGO) clippy --all-targets -- -D warnings
+	MAKEFLAGS= $(CARGO) clippy --all-targets -- -D warnings
 
 module-cycles:
 	$(PYTHON) scripts/module-cycles.py
@@ -55,9 +61,9 @@ deps: ## Check the external tools the tests use
 TEST_CARGO := PULSE_TEST_ALL=1 PULSE_SOAK_SECONDS=$${PULSE_SOAK_SECONDS:-60} $(CARGO) test --all-targets
 
 test-rust: deps ## Unit and integration tests (real router, real binary, promtool, a private PostgreSQL)
-	@echo "cargo test: includes a 60 s soak test (tests/soak.rs; PULSE_SOAK_SECONDS=10 shortens it); a bare cargo test leaves it, the PostgreSQL suite and promtool's check to make test"
+	@echo "cargo test: includes a 60 s soak test (tests/integration/soak.rs; PULSE_SOAK_SECONDS=10 shortens it); a bare cargo test leaves it, the PostgreSQL suite and promtool's check to make test"
 	@echo "PostgreSQL: scripts/with-postgres.sh starts a private server (or uses PULSE_TEST_DATABASE_URL)"
-	scripts/with-postgres.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test api'
+	scripts/with-postgres.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test integration api::'
 
 build:
 	$(CARGO) build
@@ -86,9 +92,16 @@ $(QUERY_GRAMMARS): tests/queries/package-lock.json
 	npm ci --prefix tests/queries --no-audit --no-fund --loglevel=error
 	touch $@
 
-test-python: deps $(VENV)/.installed $(CHECKOV_VENV)/.installed $(QUERY_GRAMMARS) ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
+python-tools: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(QUERY_GRAMMARS)
+
+# Two pytest workers (pytest-xdist), a test file each at a time (module fixtures are built once): the
+# image's build stage (test_image.py, a cold cargo build) runs while the other files do, mostly waiting
+# on servers. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 2
+test-python: deps python-tools ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
 	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
-	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh $(VENV)/bin/python -m pytest -q tests/python
+	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh \
+	    $(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------
 
@@ -133,6 +146,6 @@ profile: ## Callgrind profile of Pulse at its defaults (ENDPOINT=/status/200 REQ
 load: ## Traffic from the laptop to the lab's Pulse via a port-forward (RATE=20 DURATION=60s MIX=default)
 	scripts/load.sh
 
-e2e: ## After kind-up: helm test + the Rust e2e suite (tests/e2e.rs) against the current kube context
+e2e: ## After kind-up: helm test + the Rust e2e suite (tests/integration/e2e.rs) against the current kube context
 	scripts/e2e.sh
-	PULSE_E2E_NAMESPACE=$(NAMESPACE) PULSE_E2E_RELEASE=$(RELEASE) $(CARGO) test --test e2e -- --ignored --test-threads=1
+	PULSE_E2E_NAMESPACE=$(NAMESPACE) PULSE_E2E_RELEASE=$(RELEASE) $(CARGO) test --test integration e2e:: -- --ignored --test-threads=1

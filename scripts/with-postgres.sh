@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command with a private PostgreSQL server for the tests, then stops it.
 #
-#   scripts/with-postgres.sh cargo test --test postgres
+#   scripts/with-postgres.sh cargo test --test integration postgres::
 #
 # With PULSE_TEST_DATABASE_URL already set (a server of your own), runs the command as it is.
 # Otherwise: initdb in a temporary directory (as the `postgres` user when run as root, since

@@ -39,7 +39,7 @@ const PATH: &str = "/api/backend";
 /// With this bound a call stays under [`MAX_CALL_BYTES`].
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
-/// What one backend call may hold in memory at most (tests/backend.rs measures it).
+/// What one backend call may hold in memory at most (tests/integration/backend.rs measures it).
 pub const MAX_CALL_BYTES: usize = 1024 * 1024;
 
 /// Why a backend call gave no usable answer.

@@ -34,7 +34,7 @@ pub struct BackendReply {
 /// Call the backend (`--backend-url`) and answer with its answer; without a
 /// backend, answer as the end of the chain.
 #[utoipa::path(get, path = "/api/backend", operation_id = "call_backend", tag = "demo",
-    // maximum: rules::MAX_HOPS (a literal here; tests/backend.rs compares them).
+    // maximum: rules::MAX_HOPS (a literal here; tests/integration/backend.rs compares them).
     params(("x-pulse-hop" = Option<u32>, Header, nullable = false, minimum = 0, maximum = 32,
         description = "Pulses crossed so far; set by a calling Pulse, absent from a client")),
     responses(

@@ -65,6 +65,23 @@ def seed(env_var: str, default: int | str, what: str) -> str:
     return value
 
 
+def pytest_collection_modifyitems(items):
+    # The image's build stage (test_image.py, a cold cargo build of minutes) is the longest file: first,
+    # so that under two workers (`make test-python`) the other files run while it builds.
+    items.sort(key=lambda item: item.path.name != "test_image.py")
+
+
+def pytest_sessionfinish(session):
+    # Under pytest-xdist (`make test` runs two workers) each worker hands its seeds to the controller.
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["seeds"] = json.dumps(SEEDS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    SEEDS.update(json.loads(getattr(node, "workeroutput", {}).get("seeds", "{}")))
+
+
 def pytest_terminal_summary(terminalreporter):
     if SEEDS:
         terminalreporter.write_line("seeds: " + ", ".join(f"{var}={value}" for var, value in SEEDS.items()))

@@ -9,7 +9,7 @@
   sent a body): the next request on it is answered.
 
 The clients: urllib, http.client (Content-Length and chunked), requests, and curl (with and without
-`Expect: 100-continue`). The Rust suites do the same with hyper's client (tests/http_edges.rs).
+`Expect: 100-continue`). The Rust suites do the same with hyper's client (tests/integration/http_edges.rs).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the features the chart turns on (`exemplar-storage`), answers `/api/v1/query_exemplars` with the trace
 ids of the requests made; the OpenMetrics body parses with the reference OpenMetrics parser
 (prometheus_client) and holds the same series as the text body. (`promtool check metrics` on the text
-body, which stays as it was: tests/metrics.rs.)
+body, which stays as it was: tests/integration/metrics.rs.)
 """
 
 from __future__ import annotations
@@ -70,9 +70,11 @@ def test_the_openmetrics_body_parses_and_has_the_text_bodys_series(pulse):
     openmetrics = list(parse_openmetrics(body))  # the reference parser: raises on what it rejects
     text_series, om_series = series_of(parse_text(text)), series_of(openmetrics)
     # Same series (name and labels). Values move between two scrapes only for the process and
-    # request-counting series the scrapes themselves change; the rest must be equal.
+    # request-counting series the scrapes themselves change; the rest must be equal. The open
+    # connections are among them: the server may see the previous request's connection close
+    # after the next one opens (seen on a loaded machine: 2 and 1).
     assert set(om_series) == set(text_series)
-    moving = ("process_", "http_requests_in_progress")
+    moving = ("process_", "http_requests_in_progress", "pulse_connections_open")
     for key, value in om_series.items():
         if not key[0].startswith(moving):
             assert math.isclose(value, text_series[key]), key

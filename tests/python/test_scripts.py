@@ -82,7 +82,7 @@ def script_selector(release: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("release", ["pulse", "demo", "my-pulse-lab"])
 def test_the_lab_scripts_find_pulse_whatever_the_release_is_called(release):
-    """`RELEASE=demo make kind-up` names the objects demo-pulse: the scripts (and tests/e2e.rs, which
+    """`RELEASE=demo make kind-up` names the objects demo-pulse: the scripts (and tests/integration/e2e.rs, which
     selects the same labels) find the Service by label, and Prometheus's job label is its name."""
     import pulsechart as pc
 
@@ -93,7 +93,7 @@ def test_the_lab_scripts_find_pulse_whatever_the_release_is_called(release):
     name = services[0]["metadata"]["name"]
     assert name == (release if "pulse" in release else f"{release}-pulse")
     deployments = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
-    assert name in deployments, "tests/e2e.rs rolls the Deployment of the Service's name"
+    assert name in deployments, "tests/integration/e2e.rs rolls the Deployment of the Service's name"
     (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"
                   and o["spec"]["selector"]["matchLabels"].items() <= services[0]["metadata"]["labels"].items()]
     assert "jobLabel" not in monitor["spec"], "the job label is then the Service name"
@@ -105,5 +105,5 @@ def test_no_lab_script_uses_the_release_name_as_an_object_name():
     for path in sorted(ROOT.glob("scripts/*.sh")) + [ROOT / "Makefile"]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             assert not forbidden.search(line), f"{path.name}:{number}: {line.strip()}"
-    e2e = (ROOT / "tests" / "e2e.rs").read_text()
+    e2e = (ROOT / "tests" / "integration" / "e2e.rs").read_text()
     assert "get(&lab.release)" not in e2e and "service_get(&lab.release" not in e2e

@@ -3,7 +3,7 @@
 //! store's behaviour run on the in-memory store, and again on PostgreSQL with
 //! `PULSE_TEST_STORE=postgres` (`make test` runs both).
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::TestApp;

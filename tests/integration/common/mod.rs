@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: the real router in process, a real
 //! `pulse` process, and the text exposition read by a real parser.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
-
 pub mod otlp;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -277,11 +275,6 @@ impl Exposition {
         }
     }
 
-    /// Number of distinct series.
-    pub fn series_count(&self) -> usize {
-        self.samples.len()
-    }
-
     /// The identity (name and labels) of every series.
     pub fn series(&self) -> BTreeSet<String> {
         self.samples.iter().map(Sample::key).collect()
@@ -552,7 +545,7 @@ impl Need {
 
 /// Whether a test needing `need` runs here. `make test` sets `PULSE_TEST_ALL=1`: then
 /// everything must be present, and a missing need fails the test. Under a bare
-/// `cargo test` the test is left to `make test`, and the suite says so once, on
+/// `cargo test` the test is left to `make test`, and each suite says so once, on
 /// stderr itself (libtest captures only the print macros).
 pub fn runs_here(need: Need, suite: &str) -> bool {
     if need.present() {
@@ -563,14 +556,19 @@ pub fn runs_here(need: Need, suite: &str) -> bool {
         "{suite} needs {}: make test provides it (make deps says how)",
         need.what()
     );
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
+    // The suites share one process (main.rs): once per suite, not once per process.
+    static SAID: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = SAID
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(suite.to_owned());
+    if first {
         use std::io::Write as _;
         let _ = writeln!(
             std::io::stderr(),
             "note: {suite} left to `make test` (needs {})",
             need.what()
         );
-    });
+    }
     false
 }

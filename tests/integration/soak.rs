@@ -7,7 +7,7 @@
 //! answered; and the server's counters agree with what the clients saw, status
 //! class by status class and error by error.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -197,7 +197,7 @@ fn answered_errors(m: &Exposition) -> f64 {
 
 #[test]
 fn random_traffic_grows_no_memory_no_series_and_is_counted_exactly() {
-    if !common::runs_here(common::Need::Soak, "tests/soak.rs (60 s)") {
+    if !common::runs_here(common::Need::Soak, "tests/integration/soak.rs (60 s)") {
         return;
     }
     let seconds: u64 = std::env::var("PULSE_SOAK_SECONDS")

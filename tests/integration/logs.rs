@@ -2,7 +2,7 @@
 //! event, none lost at a graceful shutdown, and a stalled stdout never stalls a
 //! request. Plus the standard sampler variables.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};

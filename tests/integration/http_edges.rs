@@ -3,7 +3,7 @@
 //! stated bound, and HTTP/1.1's rules (Host, 100-continue) and a slow reader are
 //! handled as RFC 9112 and the limits table say.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read as _, Write as _};

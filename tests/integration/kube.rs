@@ -2,7 +2,7 @@
 //! (`tower_test::mock::pair`): the exact requests they make, how they react to
 //! add/modify/delete, to 403 and to timeouts.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! OTLP protobuf messages and checked against the stable OpenTelemetry HTTP
 //! server span conventions, attribute types included.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! `App::run` in process: the shutdown sequence and the drain, without
-//! spawning the binary (tests/shutdown.rs does that, with real signals).
+//! spawning the binary (shutdown.rs does that, with real signals).
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! buckets and types; values that match the requests made; bounded series; and
 //! an exposition `promtool check metrics` accepts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;

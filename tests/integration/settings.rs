@@ -1,7 +1,7 @@
 //! One rule per setting, whichever way it arrives: the command line, the runtime
 //! ConfigMap or `PUT /admin/runtime` accept and refuse exactly the same values.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! `pulse load` against a real `pulse serve`: rate accuracy, status accounting
 //! (cross-checked with the server's own counters), exit codes, JSON schema.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! (decoded from OTLP as a collector reads it), the HTTP client metrics, and the
 //! answers when the backend is down, slow or points back at its caller.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

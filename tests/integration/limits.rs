@@ -5,7 +5,7 @@
 //! `api_errors_total{error_type}`. And `--admin-addr`, which moves the routes
 //! that change the process off the port API clients reach.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

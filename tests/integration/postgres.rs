@@ -7,7 +7,7 @@
 //! refuse and cut connections, as a network partition or a failover would; and
 //! the test server itself is stopped and started again under load.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
@@ -58,7 +58,7 @@ fn get(pulse: &Pulse, path: &str) -> (u16, Value) {
 
 #[test]
 fn two_replicas_on_one_database_see_each_others_writes() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -88,7 +88,7 @@ fn two_replicas_on_one_database_see_each_others_writes() {
 
 #[test]
 fn data_outlives_a_restart() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -106,7 +106,7 @@ fn data_outlives_a_restart() {
 
 #[test]
 fn concurrent_creates_on_two_replicas_never_share_an_id() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -137,7 +137,7 @@ fn concurrent_creates_on_two_replicas_never_share_an_id() {
 
 #[test]
 fn the_store_limit_holds_across_replicas() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -176,7 +176,7 @@ fn the_store_limit_holds_across_replicas() {
 
 #[test]
 fn puts_and_deletes_of_one_key_racing_on_two_replicas_neither_fail_nor_miscount() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -325,7 +325,7 @@ fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -376,7 +376,7 @@ fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
 
 #[test]
 fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_recovers() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -392,7 +392,7 @@ fn losing_the_database_under_load_answers_503_loses_no_acknowledged_write_and_re
 
 #[test]
 fn stopping_and_restarting_the_database_under_load_answers_503_and_loses_no_acknowledged_write() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _alone = SERVER.write().unwrap_or_else(|p| p.into_inner());
@@ -514,7 +514,7 @@ fn under_load_the_database_goes_and_comes_back(
 
 #[test]
 fn a_bad_database_url_is_refused_at_start() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -529,7 +529,7 @@ fn a_bad_database_url_is_refused_at_start() {
 
 #[test]
 fn each_store_operation_is_a_client_span_of_its_request_and_a_measured_operation() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();
@@ -618,7 +618,7 @@ fn execute(url: &str, sql: &'static str, id: i64) {
 
 #[test]
 fn a_corrupt_stored_record_is_an_error_never_a_made_up_value() {
-    if !common::runs_here(Need::Postgres, "tests/postgres.rs") {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
         return;
     }
     let _server = shared();

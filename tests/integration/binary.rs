@@ -1,7 +1,7 @@
 //! The real `pulse` binary over real TCP: serving, the shutdown sequence of
 //! (README "Graceful shutdown"), trace propagation, configuration errors and `pulse probe`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::thread;

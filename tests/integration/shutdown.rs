@@ -3,7 +3,7 @@
 //! and what was written before the signal stays readable until it stops
 //! accepting (README "Graceful shutdown").
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::thread;
