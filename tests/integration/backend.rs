@@ -434,7 +434,7 @@ fn a_backend_streaming_an_endless_answer_costs_at_most_a_mebibyte_per_call() {
         while stream.write_all(chunk.as_bytes()).is_ok() {}
     });
     let caller = Pulse::start(&["--backend-url", &backend, "--log-level", "error"]);
-    let pid = caller.child.id();
+    let pid = caller.pid();
     let calls = 24;
     // Let the process reach its working size (threads, connection pool) first.
     assert_eq!(failed_call(&caller).0, 502);

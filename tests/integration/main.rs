@@ -7,6 +7,8 @@
 //! variables): they share the process, and libtest runs them side by side.
 
 mod common;
+#[path = "../support/server.rs"]
+mod server;
 
 mod api;
 mod backend;

@@ -333,7 +333,7 @@ fn without_its_database_pulse_starts_not_ready_and_recovers_by_itself() {
     let proxy = Proxy::to(host_port(&url));
     proxy.cut();
     let port = free_port();
-    let pulse = Pulse::spawn_on(
+    let mut pulse = Pulse::spawn_on(
         port,
         &[
             "--kube",
@@ -477,7 +477,9 @@ fn under_load_the_database_goes_and_comes_back(
     );
     std::thread::sleep(Duration::from_secs(2));
     restore();
-    pulse.wait_ready_for(Duration::from_secs(30));
+    wait_for("ready again", Duration::from_secs(30), || {
+        readyz(&pulse).0 == 200
+    });
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
     for writer in writers {

@@ -236,7 +236,7 @@ fn random_traffic_grows_no_memory_no_series_and_is_counted_exactly() {
     }
     thread::sleep(warm_up);
     let baseline = pulse.scrape();
-    let rss_before = rss_kib(pulse.child.id());
+    let rss_before = rss_kib(pulse.pid());
 
     let stop = Arc::new(AtomicBool::new(false));
     let floods: Vec<_> = (0..2u64)
@@ -270,7 +270,7 @@ fn random_traffic_grows_no_memory_no_series_and_is_counted_exactly() {
     let summary: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("pulse load summary");
     let end = pulse.scrape();
-    let rss_after = rss_kib(pulse.child.id());
+    let rss_after = rss_kib(pulse.pid());
 
     // Every request was answered.
     let flooded: u64 = floods.iter().flat_map(|f| f.seen.values()).sum();

@@ -4,10 +4,7 @@
 pub mod otlp;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -290,20 +287,15 @@ fn le(bound: f64) -> String {
     }
 }
 
-/// A free loopback port (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+pub use crate::server::free_port;
+use crate::server::{Launch, PULSE, Server};
 
-/// A running `pulse` binary, killed when dropped. Its stdout and stderr are
-/// collected line by line.
+/// A running `pulse` binary, started through the shared start-up helper
+/// (`tests/support/server.rs`, which the benchmarks use too) and killed when
+/// dropped. Its stdout and stderr are collected line by line.
 pub struct Pulse {
-    pub child: Child,
+    server: Server,
     pub port: u16,
-    pub output: Arc<Mutex<Vec<String>>>,
 }
 
 impl Pulse {
@@ -319,92 +311,44 @@ impl Pulse {
 
     /// Like [`Pulse::start_with_env`], on a given port (known before it starts).
     pub fn start_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let pulse = Self::spawn_on(port, args, env);
-        pulse.wait_ready(Duration::from_secs(10));
+        let mut pulse = Self::spawn_on(port, args, env);
+        pulse.wait_ready_for(Duration::from_secs(10));
         pulse
     }
 
     /// Starts `pulse serve` like [`Pulse::start_on`] without waiting for it to be
     /// ready; [`Pulse::wait_listening`] waits for it to answer at all.
     pub fn spawn_on(port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pulse"))
-            .args(["--addr", &addr])
+        let server = Launch::new(PULSE)
+            .port(port)
+            .arg("--addr")
+            .arg_addr()
             .args(args)
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pulse");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    sink.lock().expect("log sink").push(line);
-                }
-            });
-        }
-        Self {
-            child,
-            port,
-            output,
-        }
+            .envs(env)
+            // Tests that need the graceful exit ask for it (`terminate`).
+            .grace(Duration::ZERO)
+            .spawn();
+        Self { server, port }
     }
 
     /// Waits until it answers `/healthz` (ready or not).
-    pub fn wait_listening(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let client = client();
-        while Instant::now() < deadline {
-            if client.get(self.url("/healthz")).send().is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "pulse not listening after {limit:?}; output: {:?}",
-            self.lines()
-        );
+    pub fn wait_listening(&mut self, limit: Duration) {
+        self.server.wait_answering("/healthz", limit);
     }
 
     /// Waits until `/readyz` answers 200.
-    pub fn wait_ready_for(&self, limit: Duration) {
-        self.wait_ready(limit);
+    pub fn wait_ready_for(&mut self, limit: Duration) {
+        self.server.wait_ready("/readyz", limit);
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.server.url(path)
     }
 
-    fn wait_ready(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let client = client();
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(self.url("/readyz")).send()
-                && r.status().is_success()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "pulse not ready after {limit:?}; output: {:?}",
-            self.lines()
-        );
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
     }
 
     /// GET /metrics, parsed.
@@ -419,12 +363,11 @@ impl Pulse {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.output.lock().expect("log sink").clone()
+        self.server.lines()
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("kill");
+        self.server.signal(signal);
     }
 
     /// SIGTERM, then waits for the graceful exit (0) that flushes telemetry.
@@ -438,21 +381,7 @@ impl Pulse {
 
     /// Waits for exit; `None` if still running after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Pulse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.wait_exit(limit)
     }
 }
 
