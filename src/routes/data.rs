@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::extract::{self, Path};
 use crate::state::AppState;
-use crate::store::{Item, Put};
+use crate::store::{Item, ItemSnapshot, Put};
 
 /// Longest accepted key, in characters.
 const MAX_KEY_CHARS: usize = 256;
@@ -50,7 +50,8 @@ where
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemList {
     /// Items, ordered by key.
-    pub items: Vec<Item>,
+    #[schema(value_type = Vec<Item>)]
+    pub items: ItemSnapshot,
     /// How many.
     pub count: usize,
 }

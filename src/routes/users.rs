@@ -11,7 +11,7 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 use crate::error::ApiError;
 use crate::extract::{JsonOrQuery, Path};
 use crate::state::AppState;
-use crate::store::{NewUser, User, UserChanges};
+use crate::store::{NewUser, User, UserChanges, UserSnapshot};
 
 /// Longest accepted name, in characters.
 const MAX_NAME_CHARS: usize = 100;
@@ -114,7 +114,8 @@ pub struct UserId {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserList {
     /// Users, ordered by id.
-    pub users: Vec<User>,
+    #[schema(value_type = Vec<User>)]
+    pub users: UserSnapshot,
     /// How many.
     pub count: usize,
 }

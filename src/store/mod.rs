@@ -10,6 +10,8 @@ mod postgres;
 pub use memory::MemoryStore;
 pub use postgres::{DatabaseUrlError, PostgresStore};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::readiness::NotReady;
@@ -107,11 +109,19 @@ fn item_text_size(key: &str, json: &str) -> usize {
     ENTRY_OVERHEAD + key.len() + json.len()
 }
 
+/// All users, ordered by id, as one shared, immutable list: the in-memory store
+/// hands out the same snapshot to every read until a write replaces it, so a
+/// read copies no record (serialised as a plain JSON array).
+pub type UserSnapshot = Arc<[User]>;
+
+/// All items, ordered by key, shared the same way as [`UserSnapshot`].
+pub type ItemSnapshot = Arc<[Item]>;
+
 /// Storage for users and key-value items.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// All users, ordered by id.
-    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    async fn list_users(&self) -> Result<UserSnapshot, StoreError>;
     /// One user.
     async fn get_user(&self, id: u64) -> Result<Option<User>, StoreError>;
     /// Stores a new user and returns it with its id.
@@ -122,7 +132,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_user(&self, id: u64) -> Result<bool, StoreError>;
 
     /// All items, ordered by key.
-    async fn list_items(&self) -> Result<Vec<Item>, StoreError>;
+    async fn list_items(&self) -> Result<ItemSnapshot, StoreError>;
     /// One item.
     async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError>;
     /// Creates or replaces an item.

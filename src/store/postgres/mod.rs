@@ -40,7 +40,8 @@ use self::operation::{
 };
 use self::rows::{Bytes, CorruptRow, ItemRow, UserRow, UserSize};
 use super::{
-    Counts, Item, NewUser, Put, Store, StoreError, User, UserChanges, item_text_size, user_size,
+    Counts, Item, ItemSnapshot, NewUser, Put, Store, StoreError, User, UserChanges, UserSnapshot,
+    item_text_size, user_size,
 };
 
 /// Why the database URL cannot be used: the driver's reason.
@@ -123,13 +124,13 @@ impl PostgresStore {
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
-    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+    async fn list_users(&self) -> Result<UserSnapshot, StoreError> {
         self.bounded(request("SELECT", "pulse_users"), async {
             let rows: Vec<UserRow> =
                 sqlx::query_as("SELECT id, name, email FROM pulse_users ORDER BY id")
                     .fetch_all(&mut *self.acquire().await?)
                     .await?;
-            Ok(rows::all(rows)?)
+            Ok(rows::all::<_, User>(rows)?.into())
         })
         .await
     }
@@ -225,13 +226,13 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn list_items(&self) -> Result<Vec<Item>, StoreError> {
+    async fn list_items(&self) -> Result<ItemSnapshot, StoreError> {
         self.bounded(request("SELECT", "pulse_items"), async {
             let rows: Vec<ItemRow> =
                 sqlx::query_as("SELECT key, value FROM pulse_items ORDER BY key COLLATE \"C\"")
                     .fetch_all(&mut *self.acquire().await?)
                     .await?;
-            Ok(rows::all(rows)?)
+            Ok(rows::all::<_, Item>(rows)?.into())
         })
         .await
     }
