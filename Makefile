@@ -14,7 +14,7 @@ IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
 .PHONY: help run test lint fmt-check clippy module-cycles code-size test-rust test-python python-tools deps build \
-        dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile doctor
+        dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile scrape-latency doctor
 
 help: ## List targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ \
@@ -142,6 +142,9 @@ bench: ## Benchmarks: criterion micro-benchmarks, then Pulse against bare axum (
 
 profile: ## Callgrind profile of Pulse at its defaults (ENDPOINT=/status/200 REQUESTS=5000 ARGS=extra-flags); prints the report's path
 	scripts/profile.sh
+
+scrape-latency: ## Request latency with and without /metrics scraped back to back (RATE=2000 DURATION=10s PULSE_BIN=an older build)
+	scripts/scrape-latency.sh
 
 load: ## Traffic from the laptop to the lab's Pulse via a port-forward (RATE=20 DURATION=60s MIX=default)
 	scripts/load.sh
