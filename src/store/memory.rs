@@ -15,8 +15,9 @@
 //! end from filling the pod's memory and getting it, and everyone's data,
 //! killed: past it, writes are refused and reads and deletes go on.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     Counts, Item, ItemSnapshot, NewUser, Put, Store, StoreError, User, UserChanges, UserSnapshot,
@@ -33,13 +34,9 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    users: BTreeMap<u64, User>,
-    /// `users` as handed to readers; `None` after a write until the next read.
-    snapshot: Option<UserSnapshot>,
+    users: Listed<u64, User, User>,
     last_user_id: u64,
-    items: BTreeMap<String, Stored>,
-    /// `items` as handed to readers; `None` after a write until the next read.
-    item_snapshot: Option<ItemSnapshot>,
+    items: Listed<String, Stored, Item>,
     /// The estimated size of everything stored.
     bytes: usize,
 }
@@ -49,6 +46,61 @@ struct Inner {
 struct Stored {
     value: serde_json::Value,
     size: usize,
+}
+
+/// An ordered map and the list its readers share: built on the first read after
+/// a change, dropped by every change. The only way to change the map is through
+/// [`Listed::insert`] and [`Listed::remove`], so no write can leave a stale list.
+#[derive(Debug)]
+struct Listed<K, V, L> {
+    map: BTreeMap<K, V>,
+    list: Option<Arc<[L]>>,
+}
+
+impl<K, V, L> Default for Listed<K, V, L> {
+    fn default() -> Self {
+        Self {
+            map: BTreeMap::new(),
+            list: None,
+        }
+    }
+}
+
+impl<K: Ord, V, L> Listed<K, V, L> {
+    fn get<Q: Ord + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.list = None;
+        self.map.insert(key, value)
+    }
+
+    fn remove<Q: Ord + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let removed = self.map.remove(key);
+        if removed.is_some() {
+            self.list = None;
+        }
+        removed
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The shared list, in key order, each entry made by `entry` when it is built.
+    fn list(&mut self, entry: impl Fn(&K, &V) -> L) -> Arc<[L]> {
+        let map = &self.map;
+        self.list
+            .get_or_insert_with(|| map.iter().map(|(k, v)| entry(k, v)).collect())
+            .clone()
+    }
 }
 
 impl Default for MemoryStore {
@@ -86,12 +138,7 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn list_users(&self) -> Result<UserSnapshot, StoreError> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let snapshot = inner
-            .snapshot
-            .get_or_insert_with(|| inner.users.values().cloned().collect());
-        Ok(snapshot.clone())
+        Ok(self.lock().users.list(|_, user| user.clone()))
     }
 
     async fn get_user(&self, id: u64) -> Result<Option<User>, StoreError> {
@@ -110,7 +157,6 @@ impl Store for MemoryStore {
             email: user.email,
         };
         inner.users.insert(user.id, user.clone());
-        inner.snapshot = None;
         Ok(user)
     }
 
@@ -126,7 +172,6 @@ impl Store for MemoryStore {
         inner.bytes = inner.bytes - old + new;
         let updated = User { id, name, email };
         inner.users.insert(id, updated.clone());
-        inner.snapshot = None;
         Ok(Some(updated))
     }
 
@@ -136,24 +181,14 @@ impl Store for MemoryStore {
             return Ok(false);
         };
         inner.bytes -= user_size(&user.name, &user.email);
-        inner.snapshot = None;
         Ok(true)
     }
 
     async fn list_items(&self) -> Result<ItemSnapshot, StoreError> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let snapshot = inner.item_snapshot.get_or_insert_with(|| {
-            inner
-                .items
-                .iter()
-                .map(|(key, stored)| Item {
-                    key: key.clone(),
-                    value: stored.value.clone(),
-                })
-                .collect()
-        });
-        Ok(snapshot.clone())
+        Ok(self.lock().items.list(|key, stored| Item {
+            key: key.clone(),
+            value: stored.value.clone(),
+        }))
     }
 
     async fn get_item(&self, key: &str) -> Result<Option<Item>, StoreError> {
@@ -175,7 +210,6 @@ impl Store for MemoryStore {
             value: item.value,
             size,
         };
-        inner.item_snapshot = None;
         Ok(match inner.items.insert(item.key, stored) {
             None => Put::Created,
             Some(_) => Put::Replaced,
@@ -188,7 +222,6 @@ impl Store for MemoryStore {
             return Ok(false);
         };
         inner.bytes -= stored.size;
-        inner.item_snapshot = None;
         Ok(true)
     }
 

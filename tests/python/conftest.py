@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -155,6 +156,15 @@ def pulse():
 
 
 # The chart helpers live in scripts/ (shared with `make manifests`).
-import sys  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def run_on_tree(script: Path, tmp_path: Path, files: dict[str, str]) -> subprocess.CompletedProcess:
+    """Runs a source-tree lint of scripts/ (module-cycles.py, code-size.py) on a small `src/` made of
+    `files` (relative path -> code) under `tmp_path`."""
+    for name, code in files.items():
+        path = tmp_path / "src" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(code)
+    return subprocess.run([sys.executable, script, tmp_path / "src"], capture_output=True, text=True)

@@ -4,17 +4,13 @@ over 80, counted the way the script's docstring says, on small source trees."""
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, run_on_tree
 
 SCRIPT = ROOT / "scripts" / "code-size.py"
 
 
 def check(tmp_path, files: dict[str, str]) -> subprocess.CompletedProcess:
-    for name, code in files.items():
-        path = tmp_path / "src" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(code)
-    return subprocess.run([sys.executable, SCRIPT, tmp_path / "src"], capture_output=True, text=True)
+    return run_on_tree(SCRIPT, tmp_path, files)
 
 
 def body(lines: int) -> str:

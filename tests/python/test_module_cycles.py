@@ -5,17 +5,13 @@ circle between top-level modules and one inside a folder, through `crate::`, `su
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, run_on_tree
 
 SCRIPT = ROOT / "scripts" / "module-cycles.py"
 
 
 def check(tmp_path, files: dict[str, str]) -> subprocess.CompletedProcess:
-    for name, code in files.items():
-        path = tmp_path / "src" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(code)
-    return subprocess.run([sys.executable, SCRIPT, tmp_path / "src"], capture_output=True, text=True)
+    return run_on_tree(SCRIPT, tmp_path, files)
 
 
 def test_this_repository_has_no_cycle():
