@@ -18,8 +18,9 @@
 //!   default 5000) at concurrency 1 on one keep-alive connection, with
 //!   instrumentation switched on only for that window. Repeatable within about 1 %;
 //!   the figure to trust on a shared machine. Left out when valgrind is not installed.
-//! - throughput on `/api/users` at saturation (`pulse load --rate 0 --concurrency
-//!   32`), in interleaved rounds whose order alternates; the median of per-round
+//! - throughput on `/api/users` at saturation (`wrk -t2 -c64`, Debian's `wrk`;
+//!   `pulse load --rate 0 --concurrency 32` where it is not installed, or with
+//!   PULSE_BENCH_WRK=0), in interleaved rounds whose order alternates; the median of per-round
 //!   ratios against bare axum. PULSE_BENCH_ROUNDS (default 9) and
 //!   PULSE_BENCH_SECONDS (default 2 per server per round) tune it (`measure.rs`).
 //! - resident memory idle and after a million requests, and start to ready, of

@@ -32,8 +32,8 @@ pub fn throughput(bare: &Path, rounds: u64, seconds: u64) -> Throughput {
         let mut measured = [0.0; 4];
         for variant in order {
             let server = BenchServer::start(variant, bare, None, None);
-            server.saturate(1); // warm-up: connections, allocator, caches
-            let (rate, p99, _) = server.saturate(seconds);
+            server.saturate_users(1); // warm-up: connections, allocator, caches
+            let (rate, p99, _) = server.saturate_users(seconds);
             measured[variant.index()] = rate;
             out.rates[variant.index()].push(rate);
             out.p99s[variant.index()].push(p99);

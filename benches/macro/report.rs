@@ -77,8 +77,8 @@ fn throughput(knobs: Knobs, measured: &Throughput) -> String {
         rounds, seconds, ..
     } = knobs;
     let mut table = format!(
-        "\nThroughput on `/api/users` (`pulse load --rate 0 --concurrency {CONCURRENCY}`, \
-         {rounds} interleaved rounds of {seconds} s):\n\n"
+        "\nThroughput on `/api/users` ({}, {rounds} interleaved rounds of {seconds} s):\n\n",
+        crate::servers::throughput_client()
     );
     table += "| server | req/s (median) | × bare (median of per-round ratios) | p99 at saturation (median) |\n|---|---|---|---|\n";
     for variant in Variant::ALL {

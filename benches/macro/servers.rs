@@ -170,6 +170,49 @@ impl BenchServer {
         self.saturate_with("users", seconds)
     }
 
+    /// Saturates `GET /api/users` with `wrk -t2 -c64` for `seconds` when `wrk` is
+    /// installed (Debian's `wrk`: an independent client in C, two threads and 64
+    /// connections, the setting the throughput target is stated for), else with
+    /// `pulse load` at [`CONCURRENCY`]. Returns the rate, the p99 in ms and the
+    /// requests sent; any non-2xx answer or socket error fails the benchmark.
+    pub fn saturate_users(&self, seconds: u64) -> (f64, f64, u64) {
+        let Some(wrk) = wrk() else {
+            return self.saturate(seconds);
+        };
+        let url = self.server.url("/api/users");
+        let out = Command::new(wrk)
+            .args([
+                "-t2",
+                "-c64",
+                "--latency",
+                "-d",
+                &format!("{seconds}s"),
+                &url,
+            ])
+            .output()
+            .expect("wrk");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !text.contains("Non-2xx") && !text.contains("Socket errors"),
+            "{}: wrk: {text}{}",
+            self.variant.label(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix(prefix))
+                .map(|rest| rest.trim().to_owned())
+                .unwrap_or_else(|| panic!("wrk printed no {prefix:?}: {text}"))
+        };
+        let rate: f64 = field("Requests/sec:").parse().expect("a rate");
+        let p99 = wrk_ms(&field("99%"));
+        let sent = field("")
+            .split_once(" requests in")
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or(0);
+        (rate, p99, sent)
+    }
+
     /// Saturates the server with `pulse load --mix mix` for `seconds`.
     pub fn saturate_with(&self, mix: &str, seconds: u64) -> (f64, f64, u64) {
         let out = Command::new(PULSE)
@@ -198,6 +241,39 @@ impl BenchServer {
             summary["requests"].as_u64().unwrap_or(0),
         )
     }
+}
+
+/// The client the throughput rounds use, as the report names it.
+pub fn throughput_client() -> String {
+    match wrk() {
+        Some(_) => "`wrk -t2 -c64`".into(),
+        None => format!("`pulse load --rate 0 --concurrency {CONCURRENCY}`: wrk is not installed"),
+    }
+}
+
+/// `wrk` on PATH, unless `PULSE_BENCH_WRK=0`.
+pub fn wrk() -> Option<PathBuf> {
+    if std::env::var("PULSE_BENCH_WRK").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("wrk"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A wrk latency (`850.00us`, `1.23ms`, `2.00s`) in milliseconds.
+fn wrk_ms(text: &str) -> f64 {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
 /// Where Cargo builds (criterion writes its results there too).

@@ -52,8 +52,9 @@ pub trait Check {
     /// permit); `()` when nothing.
     type Pass;
 
-    /// Passes `request` on to the inner service, or answers it with the error.
-    fn check(&self, request: &Request) -> Result<Self::Pass, ApiError>;
+    /// Passes `request` on to the inner service (a check may mark it, in its
+    /// extensions, for the extractors), or answers it with the error.
+    fn check(&self, request: &mut Request) -> Result<Self::Pass, ApiError>;
 }
 
 /// The service of a [`Check`] layer: calls the inner service only if the check passes.
@@ -83,8 +84,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        match self.check.check(&request) {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.check.check(&mut request) {
             Ok(pass) => ResponseFuture::inner(self.inner.call(request), pass),
             Err(error) => ResponseFuture::rejected(error),
         }

@@ -49,7 +49,7 @@ pub type ConcurrencyLimit<S> = Checked<S, ConcurrencyLimitLayer>;
 impl Check for ConcurrencyLimitLayer {
     type Pass = OwnedSemaphorePermit;
 
-    fn check(&self, _request: &Request) -> Result<OwnedSemaphorePermit, ApiError> {
+    fn check(&self, _request: &mut Request) -> Result<OwnedSemaphorePermit, ApiError> {
         self.permits
             .clone()
             .try_acquire_owned()

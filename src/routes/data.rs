@@ -8,8 +8,9 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::extract::{self, Path};
+use crate::routes::rendered::{RenderedJson, render};
 use crate::state::AppState;
-use crate::store::{Item, ItemSnapshot, Put};
+use crate::store::{Item, Put};
 
 /// Longest accepted key, in characters.
 const MAX_KEY_CHARS: usize = 256;
@@ -48,10 +49,10 @@ where
 
 /// All items.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ItemList {
+pub struct ItemList<'a> {
     /// Items, ordered by key.
     #[schema(value_type = Vec<Item>)]
-    pub items: ItemSnapshot,
+    pub items: &'a [Item],
     /// How many.
     pub count: usize,
 }
@@ -103,12 +104,15 @@ pub async fn put(
 /// List all items.
 #[utoipa::path(get, path = "/data", operation_id = "list_items", tag = "data",
     responses((status = 200, description = "All items", body = ItemList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<ItemList>, ApiError> {
+pub async fn list(State(state): State<AppState>) -> Result<RenderedJson, ApiError> {
     let items = state.store.list_items().await?;
-    Ok(Json(ItemList {
-        count: items.len(),
-        items,
-    }))
+    // Rendered once per snapshot, as the users' list is.
+    Ok(RenderedJson(items.body(|items| {
+        render(&ItemList {
+            items,
+            count: items.len(),
+        })
+    })))
 }
 
 /// Get one item.

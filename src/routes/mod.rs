@@ -13,6 +13,7 @@ pub(crate) mod info;
 pub(crate) mod legacy;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
+pub(crate) mod rendered;
 pub(crate) mod users;
 
 use std::collections::BTreeSet;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use std::convert::Infallible;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::Route;
 use tower::layer::util::Identity;
@@ -226,7 +227,7 @@ fn http_telemetry(state: &AppState, config: &HttpConfig) -> Option<HttpTelemetry
 }
 
 /// `router` with the layers every route has, outermost first (telemetry, drain,
-/// conformance, timeout, body limit), then `inner`'s: one `layer` call.
+/// conformance and body limit, timeout), then `inner`'s: one `layer` call.
 fn layered<L>(
     router: Router<AppState>,
     telemetry: Option<HttpTelemetryLayer>,
@@ -246,7 +247,6 @@ where
             .layer(drain::layer(state.readiness.clone()))
             .layer(ConformanceLayer::new(config.max_body_bytes))
             .layer(TimeoutLayer::new(config.request_timeout))
-            .layer(DefaultBodyLimit::max(config.max_body_bytes))
             .layer(inner),
     )
 }

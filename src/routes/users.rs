@@ -10,8 +10,9 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
 
 use crate::error::ApiError;
 use crate::extract::{JsonOrQuery, Path};
+use crate::routes::rendered::{RenderedJson, render};
 use crate::state::AppState;
-use crate::store::{NewUser, User, UserChanges, UserSnapshot};
+use crate::store::{NewUser, User, UserChanges};
 
 /// Longest accepted name, in characters.
 const MAX_NAME_CHARS: usize = 100;
@@ -112,10 +113,10 @@ pub struct UserId {
 
 /// All users.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserList {
+pub struct UserList<'a> {
     /// Users, ordered by id.
     #[schema(value_type = Vec<User>)]
-    pub users: UserSnapshot,
+    pub users: &'a [User],
     /// How many.
     pub count: usize,
 }
@@ -158,12 +159,15 @@ fn not_found(id: u64) -> ApiError {
 /// List users.
 #[utoipa::path(get, path = "/api/users", operation_id = "list_users", tag = "users",
     responses((status = 200, description = "All users", body = UserList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<UserList>, ApiError> {
+pub async fn list(State(state): State<AppState>) -> Result<RenderedJson, ApiError> {
     let users = state.store.list_users().await?;
-    Ok(Json(UserList {
-        count: users.len(),
-        users,
-    }))
+    // Rendered once per snapshot: every read until the next write shares the bytes.
+    Ok(RenderedJson(users.body(|users| {
+        render(&UserList {
+            users,
+            count: users.len(),
+        })
+    })))
 }
 
 /// Create a user from a JSON body. The query form, `?name=...&email=...` with

@@ -1,12 +1,12 @@
 //! The in-memory [`Store`]: a mutex around two ordered maps, with a size limit.
 //!
 //! `GET /api/users` is the benchmark's hot read: each list (users, items) is kept
-//! as a snapshot (`Arc<[User]>`, `Arc<[Item]>`) built on the first read after a
-//! write and shared by every read until the next write, so a read is one
-//! reference count, not a copy of every record (which cost about 17.6k
-//! instructions per `GET /api/users` at 20 users, `make profile`). Writes only
-//! drop the snapshot; the size accounting is untouched. A write-heavy mix pays
-//! at most what every read paid before: one copy per read after a write.
+//! as a [`Snapshot`] built on the first read after a write and shared, with the
+//! response body rendered from it, by every read until the next write: a read is
+//! a reference count, not a copy and a serialisation of every record (see
+//! [`Snapshot`] for what that cost). Writes only drop the snapshot; the size
+//! accounting is untouched. A write-heavy mix pays at most what every read paid
+//! before: one copy and one rendering per read after a write.
 //!
 //! A std mutex is right here: critical sections are a map operation long and
 //! never await, so an async mutex would only add overhead.
@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Counts, Item, ItemSnapshot, NewUser, Put, Store, StoreError, User, UserChanges, UserSnapshot,
-    item_size, user_size,
+    Counts, Item, ItemSnapshot, NewUser, Put, Snapshot, Store, StoreError, User, UserChanges,
+    UserSnapshot, item_size, user_size,
 };
 use crate::config::defaults;
 
@@ -54,7 +54,7 @@ struct Stored {
 #[derive(Debug)]
 struct Listed<K, V, L> {
     map: BTreeMap<K, V>,
-    list: Option<Arc<[L]>>,
+    list: Option<Arc<Snapshot<L>>>,
 }
 
 impl<K, V, L> Default for Listed<K, V, L> {
@@ -95,10 +95,12 @@ impl<K: Ord, V, L> Listed<K, V, L> {
     }
 
     /// The shared list, in key order, each entry made by `entry` when it is built.
-    fn list(&mut self, entry: impl Fn(&K, &V) -> L) -> Arc<[L]> {
+    fn list(&mut self, entry: impl Fn(&K, &V) -> L) -> Arc<Snapshot<L>> {
         let map = &self.map;
         self.list
-            .get_or_insert_with(|| map.iter().map(|(k, v)| entry(k, v)).collect())
+            .get_or_insert_with(|| {
+                Snapshot::shared(map.iter().map(|(k, v)| entry(k, v)).collect::<Vec<_>>())
+            })
             .clone()
     }
 }

@@ -40,8 +40,8 @@ use self::operation::{
 };
 use self::rows::{Bytes, CorruptRow, ItemRow, UserRow, UserSize};
 use super::{
-    Counts, Item, ItemSnapshot, NewUser, Put, Store, StoreError, User, UserChanges, UserSnapshot,
-    item_text_size, user_size,
+    Counts, Item, ItemSnapshot, NewUser, Put, Snapshot, Store, StoreError, User, UserChanges,
+    UserSnapshot, item_text_size, user_size,
 };
 
 /// Why the database URL cannot be used: the driver's reason.
@@ -130,7 +130,7 @@ impl Store for PostgresStore {
                 sqlx::query_as("SELECT id, name, email FROM pulse_users ORDER BY id")
                     .fetch_all(&mut *self.acquire().await?)
                     .await?;
-            Ok(rows::all::<_, User>(rows)?.into())
+            Ok(Snapshot::shared(rows::all::<_, User>(rows)?))
         })
         .await
     }
@@ -232,7 +232,7 @@ impl Store for PostgresStore {
                 sqlx::query_as("SELECT key, value FROM pulse_items ORDER BY key COLLATE \"C\"")
                     .fetch_all(&mut *self.acquire().await?)
                     .await?;
-            Ok(rows::all::<_, Item>(rows)?.into())
+            Ok(Snapshot::shared(rows::all::<_, Item>(rows)?))
         })
         .await
     }
