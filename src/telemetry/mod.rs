@@ -7,6 +7,7 @@
 pub(crate) mod db;
 pub(crate) mod exemplars;
 pub(crate) mod export;
+pub(crate) mod json_text;
 pub mod labels;
 pub(crate) mod logs;
 pub(crate) mod metrics;
