@@ -674,7 +674,7 @@ fn stored(url: &str) -> (i64, i64, i64) {
 /// size as the store counts it: 64 bytes of overhead plus the text).
 fn storm_write(pulse: &Pulse, w: usize, n: usize) -> (u16, i64, Value) {
     let pad = "x".repeat((w * 7 + n * 13) % 90);
-    let (status, body, size) = if n % 2 == 0 {
+    let (status, body, size) = if n.is_multiple_of(2) {
         let name = format!("w{w}n{n}{pad}");
         let size = 64 + name.len() + format!("{name}@example.com").len();
         let (status, body) = create(pulse, &name);
