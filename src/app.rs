@@ -40,6 +40,12 @@ pub enum AppError {
     /// The PostgreSQL driver refuses the URL's options.
     #[error("invalid database URL (--database-url or DATABASE_URL): {0}")]
     DatabaseOptions(#[from] crate::store::DatabaseUrlError),
+    /// `--max-store-bytes 0` (no limit) without a database: the in-memory store
+    /// must stay bounded, or a client could fill the process's memory.
+    #[error(
+        "--max-store-bytes 0 (no limit) needs a database (--database-url): the in-memory store must be bounded"
+    )]
+    UnboundedMemoryStore,
 }
 
 /// Who this process is: its build, its pod and the OpenTelemetry resource made of
@@ -135,6 +141,7 @@ impl App {
         };
         let store: Arc<dyn Store> = match &database {
             Some(postgres) => postgres.clone(),
+            None if args.max_store_bytes == 0 => return Err(AppError::UnboundedMemoryStore),
             None => Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
         };
         observe_store(&metrics, store.clone());

@@ -24,7 +24,9 @@
 //!   ratios against bare axum. PULSE_BENCH_ROUNDS (default 9) and
 //!   PULSE_BENCH_SECONDS (default 2 per server per round) tune it (`measure.rs`).
 //! - resident memory idle and after a million requests, and start to ready, of
-//!   Pulse at its defaults; with PostgreSQL (PULSE_TEST_DATABASE_URL), the two stores.
+//!   Pulse at its defaults; with PostgreSQL (PULSE_TEST_DATABASE_URL), the two stores,
+//!   and PostgreSQL writes with and without the size accounting (`writes.rs`;
+//!   `PULSE_BENCH_ONLY=pg-writes` runs that part alone).
 //!
 //! Prints one table (`report.rs`), also written to `target/bench-report.md`, whose
 //! verdicts come from the one table of targets, `targets.rs`; so does the target
@@ -40,6 +42,7 @@ mod measure;
 mod report;
 mod servers;
 mod targets;
+mod writes;
 
 use report::Knobs;
 use servers::CONCURRENCY;
@@ -71,6 +74,9 @@ fn main() {
         seconds: env_or("PULSE_BENCH_SECONDS", 2).max(1),
         requests: env_or("PULSE_BENCH_REQUESTS", 5000).max(1),
     };
+    if std::env::var("PULSE_BENCH_ONLY").as_deref() == Ok("pg-writes") {
+        return writes::only(knobs);
+    }
     let bare = servers::build_bare_axum();
     eprintln!(
         "macro benchmark: {} rounds x {}s per server, concurrency {CONCURRENCY}; \
@@ -88,6 +94,10 @@ fn main() {
         }
         _ => None,
     };
+    let pg_writes = match std::env::var("PULSE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(writes::measure(&url, knobs.rounds, knobs.seconds)),
+        _ => None,
+    };
     let results = Results {
         rounds: knobs.rounds,
         throughput,
@@ -96,6 +106,7 @@ fn main() {
         memory_after_mib: memory.after_mib,
         served: memory.served,
         ready_ms,
+        pg_writes,
     };
 
     let table = report::render(knobs, &results, stores.as_ref());

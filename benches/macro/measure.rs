@@ -157,7 +157,7 @@ pub fn stores(server: &str, bare: &Path, rounds: u64, seconds: u64) -> Stores {
 
 /// A fresh, empty database on the benchmark's PostgreSQL server (`make bench` starts
 /// a private one: scripts/with-postgres.sh); its URL.
-fn fresh_database(server: &str, n: usize) -> String {
+pub fn fresh_database(server: &str, n: usize) -> String {
     let name = format!("pulse_bench_{}_{n}", std::process::id());
     let done = Command::new("psql")
         .args([server, "-q", "-c", &format!("CREATE DATABASE {name}")])

@@ -23,6 +23,9 @@ pub fn render(knobs: Knobs, results: &Results, stores: Option<&Stores>) -> Strin
         Some(stores) => stores_table(knobs, stores),
         None => "\nThe stores: (no PostgreSQL: run `make bench`, which starts one)\n".into(),
     };
+    if let Some(writes) = &results.pg_writes {
+        report += &crate::writes::table(knobs, writes);
+    }
     if let Some(counts) = &results.instructions {
         report += &breakdown(counts);
     }

@@ -37,6 +37,9 @@ pub enum Metric {
     MemoryAfter,
     /// Spawn to the first 200 on `/readyz`, ms.
     StartToReady,
+    /// `POST /api/users` on PostgreSQL with this many replicas, with the size
+    /// accounting over without it (`writes.rs`), median of the per-round ratios.
+    PgWrites(usize),
 }
 
 /// One row: `measure` (as the report writes it; `{rounds}`, `{served}` and
@@ -99,6 +102,16 @@ pub const TARGETS: &[Target] = &[
         metric: Metric::StartToReady,
         limit: Limit::AtMost(100.0),
     },
+    Target {
+        measure: "`POST /api/users` on PostgreSQL, 1 replica, with / without the size accounting (median of {rounds} per-round ratios)",
+        metric: Metric::PgWrites(1),
+        limit: Limit::AtLeast(0.5),
+    },
+    Target {
+        measure: "`POST /api/users` on PostgreSQL, 2 replicas, with / without the size accounting (median of {rounds} per-round ratios)",
+        metric: Metric::PgWrites(2),
+        limit: Limit::AtLeast(0.5),
+    },
 ];
 
 /// What the benchmark measured, for the metrics to read.
@@ -110,13 +123,15 @@ pub struct Results {
     pub memory_after_mib: f64,
     pub served: u64,
     pub ready_ms: f64,
+    /// With PostgreSQL only.
+    pub pg_writes: Option<crate::writes::Writes>,
 }
 
 impl Metric {
     /// The unit after the value and the limit, and the value's decimals.
     fn unit(self) -> (&'static str, usize) {
         match self {
-            Self::Instructions(..) | Self::Throughput => ("×", 2),
+            Self::Instructions(..) | Self::Throughput | Self::PgWrites(_) => ("×", 2),
             Self::TelemetryCost => (" µs", 3),
             Self::MetricsEncoding(_) => (" ms", 3),
             Self::MemoryIdle | Self::MemoryAfter => (" MiB", 1),
@@ -142,6 +157,11 @@ impl Metric {
             Self::MemoryIdle => Ok(results.memory_idle_mib),
             Self::MemoryAfter => Ok(results.memory_after_mib),
             Self::StartToReady => Ok(results.ready_ms),
+            Self::PgWrites(replicas) => results
+                .pg_writes
+                .as_ref()
+                .and_then(|writes| writes.ratio(replicas))
+                .ok_or("(needs PostgreSQL: `make bench`)"),
         }
     }
 
@@ -173,6 +193,11 @@ impl Metric {
                 .into(),
             Self::StartToReady => format!(
                 "`GET /readyz` every 0.5 ms from spawn until it answers 200, {READY_STARTS} starts"
+            ),
+            Self::PgWrites(replicas) => format!(
+                "`pulse load --rate 0 --concurrency {CONCURRENCY} --mix create` split across \
+                 {replicas} Pulse process(es) on one fresh database, at the defaults over the same \
+                 with `--max-store-bytes 0` (no accounting), each round's ratio (`writes.rs`)"
             ),
         }
     }

@@ -126,9 +126,10 @@ pub struct ServeArgs {
     pub request_timeout: Duration,
 
     /// Most bytes the users and items may take (1..=1073741824); a write past it
-    /// gets 507 and changes nothing.
+    /// gets 507 and changes nothing. 0: no limit and no size accounting, with
+    /// PostgreSQL only (a database with a quota of its own).
     #[arg(long, env = "PULSE_MAX_STORE_BYTES", default_value_t = defaults::MAX_STORE_BYTES,
-          value_parser = rules::bytes)]
+          value_parser = rules::store_bytes)]
     pub max_store_bytes: usize,
 
     /// API requests served at once (1..=1000000); beyond it a request is

@@ -50,6 +50,9 @@ pub enum RuleError {
         /// The largest accepted.
         max: usize,
     },
+    /// Not a `--max-store-bytes`.
+    #[error("must be an integer between 0 (no limit, PostgreSQL only) and {MAX_BYTES}")]
+    StoreBytes,
     /// A database URL of another scheme.
     #[error("must be a postgres:// or postgresql:// URL")]
     DatabaseScheme,
@@ -138,6 +141,16 @@ pub fn check_rate(rate: f64) -> Result<f64, RuleError> {
 /// A byte limit from 1 to [`MAX_BYTES`].
 pub fn bytes(value: &str) -> Result<usize, RuleError> {
     count(value, MAX_BYTES)
+}
+
+/// `--max-store-bytes`: a byte limit from 1 to [`MAX_BYTES`], or 0, no limit (and
+/// no size accounting): only with PostgreSQL, for a database with a quota of its
+/// own; the in-memory store refuses it at start, since it must stay bounded.
+pub fn store_bytes(value: &str) -> Result<usize, RuleError> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_BYTES => Ok(n),
+        _ => Err(RuleError::StoreBytes),
+    }
 }
 
 /// A concurrency limit from 1 to [`MAX_CONCURRENCY`].

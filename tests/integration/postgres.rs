@@ -218,7 +218,7 @@ fn puts_and_deletes_of_one_key_racing_on_two_replicas_neither_fail_nor_miscount(
             .await
             .unwrap();
         sqlx::query_as(
-            "SELECT (SELECT bytes FROM pulse_store), \
+            "SELECT (SELECT SUM(bytes)::BIGINT FROM pulse_store_slots), \
              (SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM pulse_items) + \
              (SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM pulse_users)",
         )
@@ -648,4 +648,165 @@ fn a_corrupt_stored_record_is_an_error_never_a_made_up_value() {
         assert_eq!(body["error"], "internal error", "{path}: {body}");
     }
     assert_eq!(get(&pulse, "/api/users/7").0, 404, "no user 7");
+}
+
+/// What the rows of `url`'s store hold, in one snapshot: (the sum of their bytes,
+/// how many there are, the size accounting's total: the sum of the slots).
+fn stored(url: &str) -> (i64, i64, i64) {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::query_as(
+                "SELECT ((SELECT COALESCE(SUM(bytes), 0) FROM pulse_users) \
+                 + (SELECT COALESCE(SUM(bytes), 0) FROM pulse_items))::BIGINT, \
+                 (SELECT count(*) FROM pulse_users) + (SELECT count(*) FROM pulse_items), \
+                 (SELECT COALESCE(SUM(bytes), 0) FROM pulse_store_slots)::BIGINT",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("sizes")
+        })
+}
+
+/// One write of the storm below: (which replica, a create or an item put, its
+/// size as the store counts it: 64 bytes of overhead plus the text).
+fn storm_write(pulse: &Pulse, w: usize, n: usize) -> (u16, i64, Value) {
+    let pad = "x".repeat((w * 7 + n * 13) % 90);
+    let (status, body, size) = if n.is_multiple_of(2) {
+        let name = format!("w{w}n{n}{pad}");
+        let size = 64 + name.len() + format!("{name}@example.com").len();
+        let (status, body) = create(pulse, &name);
+        (status, body, size)
+    } else {
+        let key = format!("k{w}x{n}");
+        // A JSON string: its text is the padding and two quotes.
+        let size = 64 + key.len() + pad.len() + 2;
+        let reply = client()
+            .post(pulse.url("/data"))
+            .json(&json!({"key": key, "value": pad}))
+            .send()
+            .expect("POST /data");
+        (reply.status().as_u16(), Value::Null, size)
+    };
+    (status, i64::try_from(size).expect("size"), body)
+}
+
+#[test]
+fn concurrent_writers_on_two_replicas_never_take_the_store_past_its_limit() {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
+        return;
+    }
+    let _server = shared();
+    let url = database();
+    // About 40 writes' worth; the storm tries 320 (about 33 KB).
+    const LIMIT: i64 = 5000;
+    let limit = LIMIT.to_string();
+    let replicas = Arc::new([
+        start(&url, &["--max-store-bytes", &limit]),
+        start(&url, &["--max-store-bytes", &limit]),
+    ]);
+    // What the rows hold, sampled throughout the storm (each sample one snapshot).
+    let storming = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (url, storming) = (url.clone(), storming.clone());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while storming.load(Ordering::Relaxed) {
+                most = most.max(stored(&url).0);
+            }
+            most
+        })
+    };
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (replicas, results) = (replicas.clone(), results.clone());
+            std::thread::spawn(move || {
+                for n in 0..20 {
+                    let written = storm_write(&replicas[(w + n) % 2], w, n);
+                    results.lock().unwrap().push(written);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    storming.store(false, Ordering::Relaxed);
+    let most = sampler.join().expect("sampler");
+    let results = results.lock().unwrap().clone();
+    let (total, rows, counted) = stored(&url);
+    assert!(
+        total <= LIMIT && most <= LIMIT,
+        "stored {total}, at most {most}"
+    );
+    assert_eq!(counted, total, "the slots count what the rows hold");
+    let accepted = results.iter().filter(|(s, ..)| *s == 201).count();
+    assert_eq!(
+        i64::try_from(accepted).unwrap(),
+        rows,
+        "every 201 is stored"
+    );
+    for (status, size, body) in &results {
+        assert!([201, 507].contains(status), "{status}: {body}");
+        // Nothing is deleted during the storm, so the total only grew: a write refused
+        // then would be refused now. None was refused while it fitted.
+        if *status == 507 {
+            assert!(total + size > LIMIT, "{size} bytes refused, {total} stored");
+        }
+    }
+    assert!(
+        accepted > 10 && accepted < results.len(),
+        "{accepted} accepted"
+    );
+    // A delete on one replica frees room for a write that fits, on the other.
+    let (_, _, user) = results
+        .iter()
+        .find(|(s, _, b)| *s == 201 && b["id"].is_u64())
+        .expect("a created user");
+    let id = user["id"].as_u64().expect("id");
+    let name = user["name"].as_str().expect("name");
+    assert_eq!(
+        client()
+            .delete(replicas[0].url(&format!("/api/users/{id}")))
+            .send()
+            .expect("DELETE")
+            .status(),
+        204
+    );
+    let (status, again) = create(&replicas[1], name);
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(stored(&url).0, total, "{again}");
+}
+
+#[test]
+fn max_store_bytes_0_writes_without_size_accounting_and_needs_a_database() {
+    if !common::runs_here(Need::Postgres, "tests/integration/postgres.rs") {
+        return;
+    }
+    let _server = shared();
+    let url = database();
+    let pulse = start(&url, &["--max-store-bytes", "0"]);
+    for n in 0..5 {
+        assert_eq!(create(&pulse, &format!("free{n}")).0, 201);
+    }
+    let (total, rows, counted) = stored(&url);
+    assert_eq!(
+        (rows, counted),
+        (5, 0),
+        "no slot touched; {total} bytes stored"
+    );
+    // The in-memory store must stay bounded.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pulse"))
+        .args(["serve", "--kube", "off", "--addr", "127.0.0.1:0"])
+        .args(["--max-store-bytes", "0"])
+        .env_remove("PULSE_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run pulse");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-store-bytes 0"), "{stderr}");
 }

@@ -22,6 +22,7 @@
 
 mod operation;
 mod rows;
+mod slots;
 mod supervisor;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ enum TxError {
 pub struct PostgresStore {
     pool: PgPool,
     timeout: Duration,
+    /// `--max-store-bytes`; 0: not counted (slots.rs).
     max_bytes: usize,
     /// Whether the migrations ran and the last check (or operation) succeeded
     /// (shared with the `pulse_database_available` gauge).
@@ -87,7 +89,8 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// A store on `url` with at most `pool_size` connections, each operation
-    /// bounded by `timeout`, holding at most about `max_bytes`. Connects nothing
+    /// bounded by `timeout`, holding at most about `max_bytes` (0: no limit and no
+    /// size accounting, for a database with a quota of its own). Connects nothing
     /// yet: see [`PostgresStore::supervise`].
     pub fn new(
         url: &str,
@@ -154,19 +157,7 @@ impl Store for PostgresStore {
         let size = to_i64(user_size(&new.name, &new.email));
         let created = self
             .bounded(request("INSERT", "pulse_users"), async {
-                let mut conn = self.acquire().await?;
-                let mut tx = conn.begin().await?;
-                self.reserve(&mut tx, size).await?;
-                let row: UserRow = sqlx::query_as(
-                    "INSERT INTO pulse_users (name, email, bytes) VALUES ($1, $2, $3) \
-                     RETURNING id, name, email",
-                )
-                .bind(&new.name)
-                .bind(&new.email)
-                .bind(size)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                let row = self.insert_user(&new.name, &new.email, size).await?;
                 Ok(User::try_from(row)?)
             })
             .await?;

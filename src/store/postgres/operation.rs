@@ -1,7 +1,7 @@
 //! How one operation runs: within the timeout, on a pooled connection, as a
 //! CLIENT span and a duration observation, its failure turned into the
-//! [`StoreError`] the API answers; and the size accounting behind
-//! `--max-store-bytes`.
+//! [`StoreError`] the API answers; and deletes, which free their bytes
+//! (the size accounting itself: slots.rs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -84,31 +84,13 @@ impl PostgresStore {
         self.pool.acquire().await
     }
 
-    /// Adds `delta` bytes to the store's total within `tx`, unless that takes it
-    /// over the limit (then [`TxError::Full`]: the caller's transaction rolls back).
-    /// Freeing space always succeeds, even over a limit lowered since the bytes
-    /// were written.
-    pub(super) async fn reserve(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        delta: i64,
-    ) -> Result<(), TxError> {
-        let row: Option<Bytes> = sqlx::query_as(
-            "UPDATE pulse_store SET bytes = bytes + $1 \
-             WHERE id = 1 AND ($1 <= 0 OR bytes + $1 <= $2) RETURNING bytes",
-        )
-        .bind(delta)
-        .bind(to_i64(self.max_bytes))
-        .fetch_optional(&mut **tx)
-        .await?;
-        row.map(drop).ok_or(TxError::Full)
-    }
-
     /// Deletes one row of `collection` (`sql` returns its bytes, bound to `key`),
     /// frees its bytes, and counts it out of `count`; `false` when there was none.
     /// `lock` (an item's key) takes the key's advisory lock first, as `put_item`
     /// does, so a put and a delete of one key run one after the other: otherwise
-    /// they could deadlock on the item row and the size row, or miscount the size.
+    /// they could miscount the size (both counting one row), or deadlock on the
+    /// item row and a slot row. Lock order, everywhere: the key's advisory lock
+    /// (or the row), then slot rows (slots.rs), and nothing after the slots.
     pub(super) async fn delete<'k, K>(
         &self,
         collection: &'static str,

@@ -33,7 +33,8 @@ impl PostgresStore {
     /// the migrator holds an advisory lock while it works), on a connection of their
     /// own that is closed afterwards, whatever happened, so a failed run cannot leave
     /// that lock held. Migrations this binary does not know (a newer release's, after
-    /// a rollback) are left alone.
+    /// a rollback) are left alone. Then the size accounting is settled: this
+    /// process's limit written, the total recounted (`PostgresStore::settle`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let run = async {
             let mut conn = PgConnection::connect_with(&self.options).await?;
@@ -41,10 +42,11 @@ impl PostgresStore {
             migrator.set_ignore_missing(true);
             // `run_direct`, sqlx's own way around `run`'s "Acquire is not general
             // enough" error in a spawned task (what `run` calls after acquiring).
-            let result = migrator
-                .run_direct(None, &mut conn, false)
-                .await
-                .map_err(sqlx::Error::from);
+            let result = match migrator.run_direct(None, &mut conn, false).await {
+                // This process's --max-store-bytes, and the total recounted (slots.rs).
+                Ok(()) => self.settle(&mut conn).await,
+                Err(err) => Err(sqlx::Error::from(err)),
+            };
             let _ = conn.close().await;
             result
         };
