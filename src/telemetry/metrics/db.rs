@@ -32,7 +32,7 @@ impl DbMetrics {
                 .f64_histogram("db_client_operation_duration")
                 .with_unit("s")
                 .with_description(
-                    "Duration of database operations (the PostgreSQL store) in seconds",
+                    "Duration of database operations (the PostgreSQL store, the Redis cache) in seconds",
                 )
                 .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
