@@ -244,7 +244,7 @@ fn a_write_on_one_replica_is_read_on_the_other_under_concurrent_writers() {
         result.expect("a replica read a value older than an acknowledged write");
     }
     // The test exercised the cache rather than PostgreSQL alone.
-    let hits: f64 = replicas.iter().map(|p| cache_hits(p)).sum();
+    let hits: f64 = replicas.iter().map(cache_hits).sum();
     assert!(hits > 0.0, "no read was a hit");
 }
 
