@@ -477,3 +477,70 @@ fn a_redis_url_without_a_database_is_refused_at_start() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--redis-url"));
 }
+
+#[test]
+fn each_redis_command_is_a_client_span_of_its_request_without_keys_or_values() {
+    if !common::runs_here(Need::Redis, SUITE) {
+        return;
+    }
+    use common::otlp::{self, hex, string};
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+
+    let (url, redis) = (database(), redis());
+    let (port, received) = otlp::receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut pulse = Pulse::start_with_env(
+        &["--kube", "off", "--shutdown-delay", "0s"],
+        &[
+            ("PULSE_DATABASE_URL", url.as_str()),
+            ("PULSE_REDIS_URL", redis.as_str()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ],
+    );
+    let put = call(
+        &pulse,
+        "POST",
+        "/data",
+        Some(json!({"key": "secretkey", "value": "secretvalue"})),
+    );
+    assert_eq!(put.0, 201);
+    assert_eq!(get(&pulse, "/data/secretkey").0, 200);
+    pulse.terminate();
+    std::thread::sleep(Duration::from_millis(200));
+    let spans = otlp::spans(&received);
+    let request = spans
+        .iter()
+        .find(|s| s.name == "GET /data/{key}")
+        .expect("the read's server span");
+    let children: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == request.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    // Looked up, missed, read from PostgreSQL, stored.
+    assert_eq!(
+        children,
+        ["MGET", "SELECT pulse_items", "EVALSHA"],
+        "{children:?}"
+    );
+    let write = spans
+        .iter()
+        .find(|s| s.name == "POST /data")
+        .expect("the write's server span");
+    let invalidation = spans
+        .iter()
+        .find(|s| s.parent_span_id == write.span_id && s.name == "EVALSHA")
+        .expect("the write's invalidation");
+    for span in spans
+        .iter()
+        .filter(|s| s.name == "MGET" || s.name == "EVALSHA")
+    {
+        assert_eq!(span.kind, SpanKind::Client as i32);
+        assert_eq!(string(span, "db.system.name"), Some("redis"));
+        assert_eq!(string(span, "db.operation.name"), Some(span.name.as_str()));
+        assert_eq!(string(span, "server.address"), Some("127.0.0.1"));
+        let attributes = format!("{:?}", span.attributes);
+        assert!(!attributes.contains("secret"), "{attributes}");
+    }
+    assert_eq!(hex(&invalidation.trace_id), hex(&write.trace_id));
+}
