@@ -1,4 +1,4 @@
-//! The PostgreSQL store's instruments: the operation duration (recorded by
+//! The database clients' instruments: the operation duration of the PostgreSQL store and the Redis cache (recorded by
 //! `telemetry/db.rs`) and, at scrape time, the pool's state.
 
 use opentelemetry::metrics::{Histogram, Meter};
@@ -18,7 +18,7 @@ pub struct PoolState {
     pub pending: u64,
 }
 
-/// `db_client_operation_duration_seconds{db_operation_name, db_collection_name}`.
+/// `db_client_operation_duration_seconds{db_system_name, db_operation_name, db_collection_name}`.
 pub struct DbMetrics {
     pub(in crate::telemetry) duration: Histogram<f64>,
 }
