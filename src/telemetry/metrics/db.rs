@@ -1,5 +1,6 @@
-//! The database clients' instruments: the operation duration of the PostgreSQL store and the Redis cache (recorded by
-//! `telemetry/db.rs`) and, at scrape time, the pool's state.
+//! The database clients' instruments: the operation duration of the PostgreSQL
+//! store and the Redis cache (recorded by `telemetry/db.rs`) and, at scrape time,
+//! the pool's state.
 
 use opentelemetry::metrics::{Histogram, Meter};
 
