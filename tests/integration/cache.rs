@@ -544,3 +544,53 @@ fn each_redis_command_is_a_client_span_of_its_request_without_keys_or_values() {
     }
     assert_eq!(hex(&invalidation.trace_id), hex(&write.trace_id));
 }
+
+/// Runs one command on the Redis at `url` (what another writer or an older
+/// release could have left there).
+fn redis_command(url: &str, args: &[&str]) -> redis::Value {
+    let mut conn = redis::Client::open(url)
+        .and_then(|client| client.get_connection())
+        .expect("connect to the test Redis");
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query(&mut conn).expect("redis command")
+}
+
+#[test]
+fn an_unreadable_cached_value_is_read_from_postgresql_and_replaced() {
+    if !common::runs_here(Need::Redis, SUITE) {
+        return;
+    }
+    let redis = redis();
+    let pulse = start(&database(), Some(&redis));
+    let put = call(
+        &pulse,
+        "POST",
+        "/data",
+        Some(json!({"key": "k", "value": 1})),
+    );
+    assert_eq!(put.0, 201);
+    redis_command(
+        &redis,
+        &["SET", "pulse:v1:item:k", "{not json", "PX", "60000"],
+    );
+    assert_eq!(
+        get(&pulse, "/data/k"),
+        (200, json!({"key": "k", "value": 1}))
+    );
+    assert_eq!(cache(&pulse, "item", "error"), 1.0);
+    // Replaced by the read: the next one is a hit.
+    assert_eq!(
+        get(&pulse, "/data/k"),
+        (200, json!({"key": "k", "value": 1}))
+    );
+    assert_eq!(cache(&pulse, "item", "hit"), 1.0);
+    // Stored as the API's JSON, with the TTL.
+    let ttl = redis_command(&redis, &["PTTL", "pulse:v1:item:k"]);
+    assert!(
+        matches!(ttl, redis::Value::Int(ms) if ms > 0 && ms <= 30_000),
+        "{ttl:?}"
+    );
+}

@@ -75,7 +75,7 @@ impl<S: Store> CachedStore<S> {
         load: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let seen = match self.redis.lookup(&key).await {
-            Lookup::Hit(json) => match T::decode(&json) {
+            Lookup::Hit(json, generation) => match T::decode(&json) {
                 Ok(value) => {
                     self.redis.metrics.cache_request(entity, CacheResult::Hit);
                     return Ok(value);
@@ -84,7 +84,7 @@ impl<S: Store> CachedStore<S> {
                     // Not what this release writes: read the store and replace it.
                     tracing::warn!(entity = entity.as_str(), error = %err, "unreadable cached value");
                     self.redis.metrics.cache_request(entity, CacheResult::Error);
-                    None
+                    Some(generation)
                 }
             },
             Lookup::Miss(generation) => {

@@ -49,8 +49,9 @@ pub struct RedisUrlError(#[from] RedisError);
 /// What a lookup found.
 #[derive(Debug)]
 pub(super) enum Lookup {
-    /// The cached JSON.
-    Hit(Vec<u8>),
+    /// The cached JSON, and the key's generation (to replace a value that turns
+    /// out unreadable, as after a miss).
+    Hit(Vec<u8>, String),
     /// Nothing cached; the key's generation as read with the miss ("" for none).
     Miss(String),
     /// Redis failed or did not answer in time.
@@ -125,7 +126,7 @@ impl Redis {
             })
             .await;
         match found {
-            Ok((Some(json), _)) => Lookup::Hit(json),
+            Ok((Some(json), generation)) => Lookup::Hit(json, generation.unwrap_or_default()),
             Ok((None, generation)) => Lookup::Miss(generation.unwrap_or_default()),
             Err(()) => Lookup::Failed,
         }
