@@ -92,15 +92,14 @@ impl Redis {
             ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
             _ => (String::new(), 0),
         };
-        // Each command gives up at `timeout` on its own (below); the manager's own
-        // reconnection is quick and short, so a Redis back on its feet is used again
-        // within a second, and one that refuses fails commands at once instead of
-        // holding them in a long retry loop.
+        // Each command gives up at `timeout` on its own (below). One connection
+        // attempt per failure, no retry loop: a command that finds the connection lost
+        // starts a new attempt, so while Redis refuses connections commands fail at
+        // once instead of waiting out a backoff, and a Redis back on its feet is used
+        // by the next command. An unanswered connect is cut after a second.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
+            .set_number_of_retries(0);
         metrics.cache_start();
         Ok(Self {
             client,
