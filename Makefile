@@ -54,6 +54,7 @@ deps: ## Check the external tools the tests use
 	@command -v prometheus-node-exporter >/dev/null || { echo "prometheus-node-exporter missing: apt-get install prometheus-node-exporter (or run .ci/run)"; exit 1; }
 	@command -v npm >/dev/null || { echo "node/npm missing: apt-get install nodejs npm (or run .ci/run)"; exit 1; }
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ -n "$$PULSE_TEST_DATABASE_URL" ] || { echo "PostgreSQL missing: apt-get install postgresql (or run .ci/run)"; exit 1; }
+	@command -v redis-server >/dev/null || [ -n "$$PULSE_TEST_REDIS_URL" ] || { echo "Redis missing: apt-get install redis-server (or run .ci/run)"; exit 1; }
 
 # The same command builds the binary the Python tests run (TEST_BUILD below).
 # PULSE_TEST_ALL: every suite must run here (a missing PostgreSQL or promtool fails it instead of leaving
@@ -62,8 +63,8 @@ TEST_CARGO := PULSE_TEST_ALL=1 PULSE_SOAK_SECONDS=$${PULSE_SOAK_SECONDS:-60} $(C
 
 test-rust: deps ## Unit and integration tests (real router, real binary, promtool, a private PostgreSQL)
 	@echo "cargo test: includes a 60 s soak test (tests/integration/soak.rs; PULSE_SOAK_SECONDS=10 shortens it); a bare cargo test leaves it, the PostgreSQL suite and promtool's check to make test"
-	@echo "PostgreSQL: scripts/with-postgres.sh starts a private server (or uses PULSE_TEST_DATABASE_URL)"
-	scripts/with-postgres.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test integration api::'
+	@echo "PostgreSQL and Redis: scripts/with-postgres.sh and scripts/with-redis.sh start private servers (or use PULSE_TEST_DATABASE_URL, PULSE_TEST_REDIS_URL)"
+	scripts/with-postgres.sh scripts/with-redis.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test integration api::'
 
 build:
 	$(CARGO) build
@@ -100,7 +101,7 @@ python-tools: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(QUERY_GRAMMARS)
 PYTEST_WORKERS ?= 2
 test-python: deps python-tools ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
 	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
-	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh \
+	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh scripts/with-redis.sh \
 	    $(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ use crate::routes::{self, HttpConfig};
 use crate::server::{self, Lifecycle, Listeners, ServeError, Service};
 use crate::settings::{LiveSettings, Notifier, RuntimeSettings};
 use crate::state::{AppState, ServiceInfo};
-use crate::store::{MemoryStore, PostgresStore, Store};
+use crate::store::{CachedStore, MemoryStore, PostgresStore, Store};
 use crate::telemetry::{self, DroppedLines, Handles, Metrics, TelemetryError};
 
 /// Why the application could not be built (at start-up only).
@@ -46,6 +46,14 @@ pub enum AppError {
         "--max-store-bytes 0 (no limit) needs a database (--database-url): the in-memory store must be bounded"
     )]
     UnboundedMemoryStore,
+    /// `--redis-url` without a database: the cache is PostgreSQL's.
+    #[error(
+        "--redis-url (PULSE_REDIS_URL) needs --database-url (or DATABASE_URL): the cache sits in front of PostgreSQL"
+    )]
+    CacheWithoutDatabase,
+    /// The Redis client refuses the URL.
+    #[error("invalid Redis URL (--redis-url or PULSE_REDIS_URL): {0}")]
+    RedisUrl(#[from] crate::store::RedisUrlError),
 }
 
 /// Who this process is: its build, its pod and the OpenTelemetry resource made of
@@ -139,11 +147,7 @@ impl App {
             )?)),
             None => None,
         };
-        let store: Arc<dyn Store> = match &database {
-            Some(postgres) => postgres.clone(),
-            None if args.max_store_bytes == 0 => return Err(AppError::UnboundedMemoryStore),
-            None => Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
-        };
+        let store = store(args, database.as_ref(), &metrics)?;
         observe_store(&metrics, store.clone());
         let (events, cluster) = if args.kube.enabled() {
             let (events, queue) = EventPublisher::channel();
@@ -235,6 +239,28 @@ impl App {
         };
         server::serve(listeners, service, shutdown).await
     }
+}
+
+/// The store the handlers see: PostgreSQL (behind the Redis cache with
+/// `--redis-url`), or memory.
+fn store(
+    args: &ServeArgs,
+    database: Option<&Arc<PostgresStore>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Store>, AppError> {
+    Ok(match (database, &args.redis_url) {
+        (Some(postgres), Some(redis)) => Arc::new(CachedStore::new(
+            postgres.clone(),
+            redis.expose(),
+            args.cache_ttl,
+            args.cache_timeout,
+            metrics.clone(),
+        )?),
+        (Some(postgres), None) => postgres.clone(),
+        (None, Some(_)) => return Err(AppError::CacheWithoutDatabase),
+        (None, None) if args.max_store_bytes == 0 => return Err(AppError::UnboundedMemoryStore),
+        (None, None) => Arc::new(MemoryStore::with_limit(args.max_store_bytes)),
+    })
 }
 
 /// `pulse_users` and `pulse_data_items` read the store at scrape time.

@@ -90,6 +90,38 @@ mod tests {
         assert_eq!(args.header_read_timeout, Duration::from_secs(30));
         assert_eq!(args.fault_error_rate, 0.0);
         assert_eq!(args.log_format, crate::config::LogFormat::Json);
+        assert_eq!(args.cache_ttl, Duration::from_secs(30));
+        assert_eq!(args.cache_timeout, Duration::from_millis(50));
+        assert_eq!(args.redis_url, None);
+    }
+
+    #[test]
+    fn redis_urls_need_the_redis_scheme_and_a_host() {
+        for good in [
+            "redis://cache:6379/0",
+            "redis://:secret@10.0.0.1",
+            "redis://cache",
+        ] {
+            let args = serve(&["--redis-url", good]).unwrap();
+            assert_eq!(args.redis_url.as_ref().map(|u| u.expose()), Some(good));
+            assert!(
+                !format!("{args:?}").contains("secret"),
+                "the password is redacted"
+            );
+        }
+        for bad in [
+            "http://cache:6379",
+            "redis://",
+            "redis://:6379",
+            "rediss://cache",
+            "cache:6379",
+        ] {
+            let err = serve(&["--redis-url", bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("--redis-url") && err.contains("redis://"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

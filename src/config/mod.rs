@@ -53,6 +53,13 @@ pub(crate) mod defaults {
     /// `--database-timeout`: well under `--request-timeout`, so a lost database is a
     /// quick 503 with `Retry-After`, not a request held for the whole timeout.
     pub const DATABASE_TIMEOUT: &str = "2s";
+    /// `--cache-ttl`: what a reader may be served after a write whose invalidation
+    /// was lost (Redis down at that moment), short enough to bound that staleness,
+    /// long enough that a hot record is read from PostgreSQL about once per 30 s.
+    pub const CACHE_TTL: &str = "30s";
+    /// `--cache-timeout`: a healthy Redis answers in well under a millisecond; past
+    /// this, the read goes to PostgreSQL instead of waiting.
+    pub const CACHE_TIMEOUT: &str = "50ms";
 }
 
 /// Log line format.
@@ -206,6 +213,24 @@ pub struct ServeArgs {
     /// included; longer gets 503 with `Retry-After`.
     #[arg(long, env = "PULSE_DATABASE_TIMEOUT", default_value = defaults::DATABASE_TIMEOUT, value_parser = rules::positive_duration)]
     pub database_timeout: Duration,
+
+    /// Redis URL (`redis://[:password@]host[:port][/db]`) of a read-through cache in
+    /// front of PostgreSQL (needs `--database-url`); unset, every read goes to the
+    /// database. Shared by every replica: a write invalidates before it is answered.
+    #[arg(long, env = "PULSE_REDIS_URL", value_parser = rules::redis_url, hide_env_values = true)]
+    pub redis_url: Option<rules::RedisUrl>,
+
+    /// How long a cached record or list lives (greater than 0): the longest a read
+    /// can be served an old value after a write whose invalidation failed (Redis
+    /// unreachable at that moment). 30s bounds that staleness and still spares
+    /// PostgreSQL all but one read per hot record per 30s.
+    #[arg(long, env = "PULSE_CACHE_TTL", default_value = defaults::CACHE_TTL, value_parser = rules::positive_duration)]
+    pub cache_ttl: Duration,
+
+    /// Longest one Redis command may take (greater than 0); past it a read falls
+    /// through to PostgreSQL and a write's invalidation is counted as failed.
+    #[arg(long, env = "PULSE_CACHE_TIMEOUT", default_value = defaults::CACHE_TIMEOUT, value_parser = rules::positive_duration)]
+    pub cache_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -258,6 +283,9 @@ impl Default for ServeArgs {
             database_url: None,
             database_pool_size: defaults::DATABASE_POOL_SIZE,
             database_timeout: duration(defaults::DATABASE_TIMEOUT),
+            redis_url: None,
+            cache_ttl: duration(defaults::CACHE_TTL),
+            cache_timeout: duration(defaults::CACHE_TIMEOUT),
         }
     }
 }

@@ -59,6 +59,9 @@ pub enum RuleError {
     /// A database URL without a host.
     #[error("must name a host (postgres://user:password@host:5432/db)")]
     DatabaseHost,
+    /// A Redis URL of another scheme or without a host.
+    #[error("must be a redis:// URL with a host (redis://host:6379/0)")]
+    RedisUrl,
     /// A backend URL that does not parse.
     #[error("not a URL: {0:?} (e.g. http://pulse-backend:8080)")]
     NotAUrl(String),
@@ -209,6 +212,34 @@ pub fn database_url(value: &str) -> Result<DatabaseUrl, RuleError> {
         return Err(RuleError::DatabaseHost);
     }
     Ok(DatabaseUrl(value.to_owned()))
+}
+
+/// A `--redis-url`: a `redis://` URL with a host. Its password never appears in
+/// `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL, password included: for the client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
+/// A Redis URL: `redis://` (the client has no TLS) with a host.
+pub fn redis_url(value: &str) -> Result<RedisUrl, RuleError> {
+    let rest = value.strip_prefix("redis://").ok_or(RuleError::RedisUrl)?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    match authority.rsplit('@').next() {
+        Some(host) if !host.is_empty() && !host.starts_with(':') => Ok(RedisUrl(value.to_owned())),
+        _ => Err(RuleError::RedisUrl),
+    }
 }
 
 /// A checked `--backend-url`: the base URL and the host and port its telemetry

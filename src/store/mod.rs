@@ -4,9 +4,11 @@
 //! in-memory one without touching them. Validation happens before the store is
 //! called: a store only ever sees valid input.
 
+mod cache;
 mod memory;
 mod postgres;
 
+pub use cache::{CachedStore, RedisUrlError};
 pub use memory::MemoryStore;
 pub use postgres::{DatabaseUrlError, PostgresStore};
 

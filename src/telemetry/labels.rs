@@ -152,6 +152,69 @@ impl KubeOperation {
     }
 }
 
+/// The `entity` label of the cache's series: what was looked up or invalidated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheEntity {
+    /// One user (`GET /api/users/{id}`).
+    User,
+    /// The users list.
+    Users,
+    /// One item (`GET /data/{key}`).
+    Item,
+    /// The items list.
+    Items,
+}
+
+impl CacheEntity {
+    /// Every value.
+    pub const ALL: [Self; 4] = [Self::User, Self::Users, Self::Item, Self::Items];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Users => "users",
+            Self::Item => "item",
+            Self::Items => "items",
+        }
+    }
+
+    /// As an attribute.
+    pub fn label(self) -> KeyValue {
+        KeyValue::new("entity", self.as_str())
+    }
+}
+
+/// The `result` label of `pulse_cache_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheResult {
+    /// Served from Redis.
+    Hit,
+    /// Not in Redis: read from PostgreSQL (and stored, unless a write intervened).
+    Miss,
+    /// Redis failed or was too slow, or held an unreadable value: read from PostgreSQL.
+    Error,
+}
+
+impl CacheResult {
+    /// Every value.
+    pub const ALL: [Self; 3] = [Self::Hit, Self::Miss, Self::Error];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Error => "error",
+        }
+    }
+
+    /// As an attribute.
+    pub fn label(self) -> KeyValue {
+        KeyValue::new("result", self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ mod server;
 mod api;
 mod backend;
 mod binary;
+mod cache;
 mod e2e;
 mod http_edges;
 mod kube;

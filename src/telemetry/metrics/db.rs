@@ -1,5 +1,6 @@
-//! The PostgreSQL store's instruments: the operation duration (recorded by
-//! `telemetry/db.rs`) and, at scrape time, the pool's state.
+//! The database clients' instruments: the operation duration of the PostgreSQL
+//! store and the Redis cache (recorded by `telemetry/db.rs`) and, at scrape time,
+//! the pool's state.
 
 use opentelemetry::metrics::{Histogram, Meter};
 
@@ -18,7 +19,7 @@ pub struct PoolState {
     pub pending: u64,
 }
 
-/// `db_client_operation_duration_seconds{db_operation_name, db_collection_name}`.
+/// `db_client_operation_duration_seconds{db_system_name, db_operation_name, db_collection_name}`.
 pub struct DbMetrics {
     pub(in crate::telemetry) duration: Histogram<f64>,
 }
@@ -32,7 +33,7 @@ impl DbMetrics {
                 .f64_histogram("db_client_operation_duration")
                 .with_unit("s")
                 .with_description(
-                    "Duration of database operations (the PostgreSQL store) in seconds",
+                    "Duration of database operations (the PostgreSQL store, the Redis cache) in seconds",
                 )
                 .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),

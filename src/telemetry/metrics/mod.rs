@@ -13,6 +13,7 @@
 //! methods named for what happened, with typed label values.
 
 mod app;
+mod cache;
 mod client;
 mod control;
 mod db;
@@ -29,13 +30,14 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
 pub use self::app::AppMetrics;
+pub use self::cache::CacheMetrics;
 pub use self::client::{ClientCall, ClientMetrics, ClientOutcome};
 pub use self::control::ControlMetrics;
 pub use self::db::{DbMetrics, PoolState};
 pub use self::http::HttpMetrics;
 
 use super::TelemetryError;
-use super::labels::{KubeOperation, MetricLabel, ReloadResult};
+use super::labels::{CacheEntity, CacheResult, KubeOperation, MetricLabel, ReloadResult};
 use crate::BuildInfo;
 
 /// `Content-Type` of `/metrics`. Prometheus 3 refuses a scrape without a version.
@@ -55,6 +57,7 @@ pub struct Metrics {
     client: ClientMetrics,
     /// Recorded by `telemetry/db.rs`.
     pub(super) db: DbMetrics,
+    cache: CacheMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +103,7 @@ impl Metrics {
             control: ControlMetrics::new(&meter),
             client: ClientMetrics::new(&meter),
             db: DbMetrics::new(&meter),
+            cache: CacheMetrics::new(&meter),
             meter,
         };
         metrics.register_info(build, started);
@@ -173,6 +177,27 @@ impl Metrics {
     /// One failed Kubernetes API call.
     pub fn kube_error(&self, operation: KubeOperation) {
         self.control.kube_error(operation);
+    }
+
+    /// Zero-valued cache series, once `--redis-url` made a cache.
+    pub fn cache_start(&self) {
+        self.cache.start();
+    }
+
+    /// One cache lookup: `pulse_cache_requests_total{entity, result}`.
+    pub fn cache_request(&self, entity: CacheEntity, result: CacheResult) {
+        self.cache.request(entity, result);
+    }
+
+    /// A record read after a miss that could not be stored:
+    /// `pulse_cache_fill_failures_total{entity}`.
+    pub fn cache_fill_failure(&self, entity: CacheEntity) {
+        self.cache.fill_failure(entity);
+    }
+
+    /// A write whose invalidation failed: `pulse_cache_invalidation_failures_total{entity}`.
+    pub fn cache_invalidation_failure(&self, entity: CacheEntity) {
+        self.cache.invalidation_failure(entity);
     }
 
     /// Encodes every metric in the Prometheus text format (version 0.0.4).

@@ -444,6 +444,8 @@ pub fn with_database(server: &str, name: &str) -> String {
 pub enum Need {
     /// A PostgreSQL server (`PULSE_TEST_DATABASE_URL`; `make test` starts one).
     Postgres,
+    /// A Redis server (`PULSE_TEST_REDIS_URL`; `make test` starts one) and PostgreSQL.
+    Redis,
     /// `promtool` on the `PATH` (Debian's `prometheus` package).
     Promtool,
     /// A minute to spare: the soak test (`make test` runs it).
@@ -454,6 +456,9 @@ impl Need {
     fn present(self) -> bool {
         match self {
             Self::Postgres => std::env::var_os("PULSE_TEST_DATABASE_URL").is_some(),
+            Self::Redis => {
+                Self::Postgres.present() && std::env::var_os("PULSE_TEST_REDIS_URL").is_some()
+            }
             Self::Promtool => std::process::Command::new("promtool")
                 .arg("--version")
                 .output()
@@ -466,6 +471,7 @@ impl Need {
     fn what(self) -> &'static str {
         match self {
             Self::Postgres => "PostgreSQL (PULSE_TEST_DATABASE_URL)",
+            Self::Redis => "Redis and PostgreSQL (PULSE_TEST_REDIS_URL, PULSE_TEST_DATABASE_URL)",
             Self::Promtool => "promtool",
             Self::Soak => "PULSE_SOAK_SECONDS",
         }
