@@ -104,7 +104,8 @@ def same_setting(chart: str, binary: str) -> bool:
 def chart_env(values: dict | None = None) -> dict[str, str]:
     """The PULSE_* variables (with a value) of the Pulse container, rendered with these values."""
     objects = pc.render_objects(values or {}, name="pulse", namespace="monitoring")
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and not o["metadata"]["name"].endswith("-loadgen")]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"
+                     and o["metadata"]["labels"].get("app.kubernetes.io/component") == "server"]  # not loadgen, redis
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     return {e["name"]: e["value"] for e in env if e["name"].startswith("PULSE_") and "value" in e}
 
