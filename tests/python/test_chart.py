@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -1037,3 +1038,52 @@ def test_the_kind_lab_caches_its_postgresql_in_the_bundled_redis():
     assert database_env(objects)["valueFrom"]["secretKeyRef"]["key"] == "uri"
     # The backend Pulse keeps its data in memory: no cache there.
     assert "PULSE_REDIS_URL" not in pulse_env(objects, "pulse-backend")
+
+
+def test_the_rendered_redis_arguments_run_a_redis_that_requires_the_password_and_saves_nothing(tmp_path):
+    """The bundled Redis's arguments and readiness probe, as rendered, run by a real redis-server
+    (Debian's, on loopback and a free port instead of the pod's 6379): it refuses clients without the
+    password, the probe passes only with REDISCLI_AUTH, Pulse's URL authenticates, and nothing is saved."""
+    import base64
+    import signal
+    server_binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    assert server_binary and cli, "redis-server missing: apt-get install redis-server (or run .ci/run)"
+    objects = pc.render_objects(REDIS_ON)
+    redis = redis_objects(objects)
+    password = base64.b64decode(redis["Secret"]["data"]["password"]).decode()
+    (spec,) = redis["Deployment"]["spec"]["template"]["spec"]["containers"]
+    port = free_port()
+    args = [expanded(a, {"REDIS_PASSWORD": password}) for a in spec["args"]]
+    args[args.index("--port") + 1] = str(port)
+    env = {**os.environ, "REDIS_PASSWORD": password}
+    server = subprocess.Popen([server_binary, *args, "--bind", "127.0.0.1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    probe = [expanded(c, {}).replace("-p 6379", f"-p {port}") for c in spec["readinessProbe"]["exec"]["command"]]
+
+    def run(command, auth=None):
+        extra = {"REDISCLI_AUTH": auth} if auth else {}
+        clean = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+        return subprocess.run(command, capture_output=True, text=True, env={**clean, **extra}, timeout=10)
+
+    try:
+        deadline = time.monotonic() + 10
+        while run(probe, password).returncode != 0:
+            assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
+            time.sleep(0.1)
+        assert run(probe).returncode != 0, "ready without the password: the probe must check the answer"
+        assert "NOAUTH" in run([cli, "-p", str(port), "get", "k"]).stdout
+        ask = [cli, "-p", str(port)]
+        assert run([*ask, "config", "get", "save"], password).stdout.split("\n")[1] == ""
+        assert run([*ask, "config", "get", "appendonly"], password).stdout.split("\n")[1] == "no"
+        assert run([*ask, "config", "get", "maxmemory-policy"], password).stdout.split("\n")[1] == "allkeys-lru"
+        # Pulse's URL, the kubelet's expansion done, carries the password this server requires (read
+        # from the URL as a client does; redis-cli's own -u sends an empty username for `redis://:pw@`).
+        url = urllib.parse.urlsplit(expanded(pulse_env(objects)["PULSE_REDIS_URL"]["value"],
+                                             {"REDIS_PASSWORD": password}))
+        assert (url.username, url.hostname, url.port, url.path) == ("", "pulse-redis", 6379, "/0")
+        db = url.path.lstrip("/")
+        assert run([*ask, "-n", db, "set", "user:1", "cached"], url.password).stdout.strip() == "OK"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+    assert list(tmp_path.iterdir()) == [], "a cache saves nothing, not even at shutdown"
