@@ -146,6 +146,17 @@ def fresh_database() -> str:
     return f"{base}/{name}"
 
 
+def test_redis_url() -> str:
+    """The test Redis server's URL (`make test` starts one: scripts/with-redis.sh, which sets
+    PULSE_TEST_REDIS_URL): a private redis-server on loopback, shared by the tests of one run."""
+    server = os.environ.get("PULSE_TEST_REDIS_URL")
+    assert server, "PULSE_TEST_REDIS_URL unset: run the Python tests through `make test` (scripts/with-redis.sh)"
+    return server
+
+
+test_redis_url.__test__ = False  # a helper, not a test pytest should collect
+
+
 @pytest.fixture(scope="session")
 def pulse():
     server = PulseProcess()

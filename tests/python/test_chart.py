@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -584,7 +585,7 @@ def test_renders_take_this_repositorys_templates_whatever_dependency_build_left(
     rendered = pc.render(pc.load_values("kind"), chart=repo / "pulse-stack")
     assert not [path for path in rendered if "kube-prometheus-stack" in path]
     services = {s["metadata"]["name"] for s in kinds(pc.objects_of(rendered), "Service")}
-    assert services == {"pulse", "pulse-pulse-backend", "pulse-postgresql"}
+    assert services == {"pulse", "pulse-pulse-backend", "pulse-postgresql", "pulse-redis"}
     for path in ["charts/pulse-stack/charts/kube-prometheus-stack-88.5.3.tgz", "charts/pulse-stack/Chart.lock",
                  "charts/pulse-stack/charts/pulse-0.1.0.tgz", "charts/pulse/charts/x.tgz"]:
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
@@ -870,3 +871,219 @@ def test_the_kind_lab_runs_two_replicas_on_the_bundled_postgresql():
     assert deployment["spec"]["replicas"] >= 2
     assert database_env(objects)["valueFrom"]["secretKeyRef"]["key"] == "uri"
     assert [s["metadata"]["name"] for s in kinds(objects, "StatefulSet") if "postgresql" in s["metadata"]["name"]]
+
+
+# --- 7. the Redis cache -------------------------------------------------------------------------
+
+REDIS_ON = {"postgresql": {"enabled": True}, "redis": {"enabled": True}}
+
+
+def redis_objects(objects) -> dict[str, dict]:
+    """The bundled Redis's objects by kind (one of each)."""
+    found = [o for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "cache"]
+    by_kind = {o["kind"]: o for o in found}
+    assert len(by_kind) == len(found), "one object of each kind"
+    return by_kind
+
+
+def pulse_env(objects, name="pulse") -> dict[str, dict]:
+    return {e["name"]: e for e in container(pulse_deployment(objects, name))["env"]}
+
+
+def expanded(value: str, env: dict[str, str]) -> str:
+    """A container env value as the kubelet expands it: `$(VAR)` of a variable defined before."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
+
+
+def test_the_bundled_redis_is_an_in_memory_cache_only_pulse_reaches():
+    objects = pc.render_objects(REDIS_ON)
+    redis = redis_objects(objects)
+    assert set(redis) == {"Secret", "Service", "Deployment", "NetworkPolicy"}
+    deployment, service, policy = redis["Deployment"], redis["Service"], redis["NetworkPolicy"]
+    for obj in redis.values():
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    pod = deployment["spec"]["template"]
+    (redis_container,) = pod["spec"]["containers"]
+    assert redis_container["image"] == "redis:7.2.5-alpine"
+    # No persistence: no RDB snapshot, no append-only file, no volume but an emptyDir.
+    args = redis_container["args"]
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    assert args[args.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    assert [set(v) - {"name"} for v in pod["spec"]["volumes"]] == [{"emptyDir"}]
+    assert "volumeClaimTemplates" not in deployment["spec"]
+    # Requests and limits; maxmemory under the memory limit.
+    resources = redis_container["resources"]
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+    assert resources["limits"]["cpu"] and resources["limits"]["memory"]
+    from test_runtime_facts import quantity_bytes
+    maxmemory = int(args[args.index("--maxmemory") + 1].removesuffix("mb")) * 2**20
+    assert maxmemory <= 0.75 * quantity_bytes(resources["limits"]["memory"])
+    # Probes on what the container has.
+    assert redis_container["livenessProbe"]["tcpSocket"]["port"] == "redis"
+    assert "ping" in redis_container["readinessProbe"]["exec"]["command"][-1]
+    assert [p["name"] for p in redis_container["ports"]] == ["redis"]
+    # Its own Service selects only it; Pulse's selector does not match it.
+    labels = pod["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    pulse_selector = pulse_deployment(objects)["spec"]["selector"]["matchLabels"]
+    assert not all(labels.get(k) == v for k, v in pulse_selector.items())
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(6379, "redis")]
+    # Only Pulse's pods, only on the Redis port.
+    assert policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": pulse_selector}}]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    # The restricted checks every Deployment gets, Redis's included.
+    assert deployment in kinds(objects, "Deployment") and any(n == "pulse-redis" for n, _ in pods(objects))
+
+
+def test_redis_and_pulse_share_a_generated_password_kept_across_upgrades():
+    import base64
+    objects = pc.render_objects(REDIS_ON)
+    redis = redis_objects(objects)
+    password = base64.b64decode(redis["Secret"]["data"]["password"]).decode()
+    assert len(password) >= 24 and password.isalnum(), "URL-safe as it is"
+    assert pc.render_objects(REDIS_ON) != objects, "a new one on each install (offline: no lookup)"
+    # Kept on upgrade: the template reads the existing Secret, as the PostgreSQL one does.
+    template = (pc.CHART / "templates" / "redis.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
+    # Redis requires it; the probes authenticate with it; both from the Secret, never inline.
+    (redis_container,) = redis["Deployment"]["spec"]["template"]["spec"]["containers"]
+    redis_env = {e["name"]: e for e in redis_container["env"]}
+    ref = {"name": "pulse-redis", "key": "password"}
+    assert redis_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    assert redis_env["REDISCLI_AUTH"]["value"] == "$(REDIS_PASSWORD)"
+    args = redis_container["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    # Pulse: the password first, then the URL that refers to it, and the TTL.
+    env = pulse_env(objects)
+    names = list(env)
+    assert names.index("REDIS_PASSWORD") < names.index("PULSE_REDIS_URL")
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    url = expanded(env["PULSE_REDIS_URL"]["value"], {"REDIS_PASSWORD": password})
+    assert url == f"redis://:{password}@pulse-redis:6379/0"
+    parsed = urllib.parse.urlsplit(url)
+    assert (parsed.hostname, parsed.port, parsed.password) == (redis["Service"]["metadata"]["name"], 6379, password)
+    assert env["PULSE_CACHE_TTL"]["value"] == "60s"
+    assert "PULSE_CACHE_TIMEOUT" not in env, "Pulse's own default unless set"
+
+
+def test_an_existing_secret_gives_the_password_and_no_secret_is_generated():
+    values = {**REDIS_ON, "cache": {"existingSecret": "cache-auth", "existingSecretKey": "redis-password",
+                                    "ttl": "5m", "timeout": "50ms"}}
+    objects = pc.render_objects(values)
+    redis = redis_objects(objects)
+    assert "Secret" not in redis
+    ref = {"name": "cache-auth", "key": "redis-password"}
+    (redis_container,) = redis["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e for e in redis_container["env"]}["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    env = pulse_env(objects)
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    assert env["PULSE_CACHE_TTL"]["value"] == "5m" and env["PULSE_CACHE_TIMEOUT"]["value"] == "50ms"
+
+
+def test_a_redis_of_your_own_with_or_without_a_password():
+    db = {"database": {"existingSecret": "shop-db-app"}}
+    objects = pc.render_objects({**db, "cache": {"redisUrl": "rediss://cache.shop:6380/2",
+                                                 "existingSecret": "cache-auth"}})
+    assert redis_objects(objects) == {}, "nothing deployed for a Redis of your own"
+    env = pulse_env(objects)
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cache-auth", "key": "password"}
+    assert env["PULSE_REDIS_URL"]["value"] == "rediss://:$(REDIS_PASSWORD)@cache.shop:6380/2"
+    env = pulse_env(pc.render_objects({**db, "cache": {"redisUrl": "redis://cache.shop:6379/0"}}))
+    assert env["PULSE_REDIS_URL"]["value"] == "redis://cache.shop:6379/0" and "REDIS_PASSWORD" not in env
+    # No cache by default, with or without a database.
+    for values in [{}, db, {"postgresql": {"enabled": True}}]:
+        env = pulse_env(pc.render_objects(values))
+        assert not {"PULSE_REDIS_URL", "PULSE_CACHE_TTL", "REDIS_PASSWORD"} & set(env)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"redis": {"enabled": True}}, "the Redis cache fronts the PostgreSQL store"),
+    ({"cache": {"redisUrl": "redis://cache:6379/0"}}, "the Redis cache fronts the PostgreSQL store"),
+    ({"postgresql": {"enabled": True}, "cache": {"existingSecret": "cache-auth"}},
+     "cache.existingSecret holds a Redis password"),
+])
+def test_a_cache_without_postgresql_or_without_redis_is_refused(values, message):
+    with pytest.raises(helm_python.HelmError, match=message):
+        pc.render(values)
+
+
+@pytest.mark.parametrize("values", [
+    {"cache": {"ttl": "a minute"}},
+    {"cache": {"ttl": 60}},
+    {"cache": {"timeout": "fast"}},
+    {"cache": {"redisUrl": "http://cache:6379"}},
+    {"cache": {"redisUrl": "redis://:hunter2@cache:6379/0"}},
+    {"cache": {"existingSecretKey": ""}},
+    {"cache": {"tll": "60s"}},
+    {"redis": {"enabled": "yes"}},
+    {"redis": {"maxMemory": "lots"}},
+    {"redis": {"resources": {"limits": {"memory": None}}}},  # a Redis without a memory limit
+    {"redis": {"persistence": {"size": "1Gi"}}},
+])
+def test_schema_rejects_bad_cache_values(values):
+    with pytest.raises(helm_python.HelmValuesError):
+        pc.render({"postgresql": {"enabled": True}, **values})
+
+
+def test_the_kind_lab_caches_its_postgresql_in_the_bundled_redis():
+    assert pc.effective_values("kind")["pulse"]["redis"]["enabled"] is True
+    objects = pc.objects_of(pc.render_set("kind"))
+    redis = redis_objects(objects)
+    assert {"Secret", "Service", "Deployment", "NetworkPolicy"} <= set(redis)
+    env = pulse_env(objects)
+    assert env["PULSE_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{redis['Service']['metadata']['name']}:6379/0"
+    assert database_env(objects)["valueFrom"]["secretKeyRef"]["key"] == "uri"
+    # The backend Pulse keeps its data in memory: no cache there.
+    assert "PULSE_REDIS_URL" not in pulse_env(objects, "pulse-backend")
+
+
+def test_the_rendered_redis_arguments_run_a_redis_that_requires_the_password_and_saves_nothing(tmp_path):
+    """The bundled Redis's arguments and readiness probe, as rendered, run by a real redis-server
+    (Debian's, on loopback and a free port instead of the pod's 6379): it refuses clients without the
+    password, the probe passes only with REDISCLI_AUTH, Pulse's URL authenticates, and nothing is saved."""
+    import base64
+    import signal
+    server_binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    assert server_binary and cli, "redis-server missing: apt-get install redis-server (or run .ci/run)"
+    objects = pc.render_objects(REDIS_ON)
+    redis = redis_objects(objects)
+    password = base64.b64decode(redis["Secret"]["data"]["password"]).decode()
+    (spec,) = redis["Deployment"]["spec"]["template"]["spec"]["containers"]
+    port = free_port()
+    args = [expanded(a, {"REDIS_PASSWORD": password}) for a in spec["args"]]
+    args[args.index("--port") + 1] = str(port)
+    env = {**os.environ, "REDIS_PASSWORD": password}
+    server = subprocess.Popen([server_binary, *args, "--bind", "127.0.0.1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    probe = [expanded(c, {}).replace("-p 6379", f"-p {port}") for c in spec["readinessProbe"]["exec"]["command"]]
+
+    def run(command, auth=None):
+        extra = {"REDISCLI_AUTH": auth} if auth else {}
+        clean = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+        return subprocess.run(command, capture_output=True, text=True, env={**clean, **extra}, timeout=10)
+
+    try:
+        deadline = time.monotonic() + 10
+        while run(probe, password).returncode != 0:
+            assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
+            time.sleep(0.1)
+        assert run(probe).returncode != 0, "ready without the password: the probe must check the answer"
+        assert "NOAUTH" in run([cli, "-p", str(port), "get", "k"]).stdout
+        ask = [cli, "-p", str(port)]
+        assert run([*ask, "config", "get", "save"], password).stdout.split("\n")[1] == ""
+        assert run([*ask, "config", "get", "appendonly"], password).stdout.split("\n")[1] == "no"
+        assert run([*ask, "config", "get", "maxmemory-policy"], password).stdout.split("\n")[1] == "allkeys-lru"
+        # Pulse's URL, the kubelet's expansion done, carries the password this server requires (read
+        # from the URL as a client does; redis-cli's own -u sends an empty username for `redis://:pw@`).
+        url = urllib.parse.urlsplit(expanded(pulse_env(objects)["PULSE_REDIS_URL"]["value"],
+                                             {"REDIS_PASSWORD": password}))
+        assert (url.username, url.hostname, url.port, url.path) == ("", "pulse-redis", 6379, "/0")
+        db = url.path.lstrip("/")
+        assert run([*ask, "-n", db, "set", "user:1", "cached"], url.password).stdout.strip() == "OK"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+    assert list(tmp_path.iterdir()) == [], "a cache saves nothing, not even at shutdown"

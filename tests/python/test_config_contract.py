@@ -104,7 +104,8 @@ def same_setting(chart: str, binary: str) -> bool:
 def chart_env(values: dict | None = None) -> dict[str, str]:
     """The PULSE_* variables (with a value) of the Pulse container, rendered with these values."""
     objects = pc.render_objects(values or {}, name="pulse", namespace="monitoring")
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and not o["metadata"]["name"].endswith("-loadgen")]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"
+                     and o["metadata"]["labels"].get("app.kubernetes.io/component") == "server"]  # not loadgen, redis
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     return {e["name"]: e["value"] for e in env if e["name"].startswith("PULSE_") and "value" in e}
 
@@ -130,6 +131,22 @@ def test_the_deliberate_differences_still_differ():
     for var in ON_PURPOSE:
         assert var in env and var in flags(), f"{var} is no longer set: drop it from ON_PURPOSE"
         assert not same_setting(env[var], flags()[var]["default"] or ""), f"{var} now agrees: drop it from ON_PURPOSE"
+
+
+# --- the cache ----------------------------------------------------------------------------------
+
+CACHE_ON = {"postgresql": {"enabled": True}, "redis": {"enabled": True}, "cache": {"timeout": "50ms"}}
+
+
+def test_the_cache_variables_are_ones_the_binary_reads_and_the_ttl_default_is_its_own():
+    """With the bundled Redis (and a cache timeout set), every PULSE_* variable the chart adds is one the
+    binary reads (--redis-url, --cache-ttl, --cache-timeout), and cache.ttl's default is --cache-ttl's."""
+    env = chart_env(CACHE_ON)
+    assert {"PULSE_REDIS_URL", "PULSE_CACHE_TTL", "PULSE_CACHE_TIMEOUT"} <= set(env)
+    assert sorted(set(env) - set(flags())) == []
+    binary = flags()["PULSE_CACHE_TTL"]["default"]
+    assert binary is not None and same_setting(env["PULSE_CACHE_TTL"], binary), \
+        f"cache.ttl's default is {env['PULSE_CACHE_TTL']!r}, --cache-ttl's is {binary!r}"
 
 
 # --- ranges -------------------------------------------------------------------------------------

@@ -93,3 +93,74 @@ def test_latency_panels_show_exemplars():
     assert latency
     for name, title, target in latency:
         assert target.get("exemplar") is True, f"{name}: {title} {target['refId']}"
+
+
+def test_the_cache_panels_compute_what_their_descriptions_say(tmp_path):
+    """The cache panels' PromQL on known series, in promtool: the hit ratio is hits / (hits + misses +
+    errors) per entity (0, not a gap, for an entity with no hit) and overall; the latency panel reads
+    Redis's operations only, and the PostgreSQL panels none of them (each expected set of series is
+    exact: one more, from the other system, fails)."""
+    import shutil
+    import subprocess
+
+    import yaml
+    from dashboards import all_values, substitute
+
+    runtime = DASHBOARDS["pulse-runtime.json"]
+    by_title = {p["title"]: p for p in panels(runtime)}
+    expr = {(title, t["refId"]): substitute(t["expr"], rate_interval="5m", values=all_values(runtime))
+            for title in ["Cache hit ratio", "Cache latency", "Database operations", "Database operation p99"]
+            for t in by_title[title]["targets"]}
+    labels = 'job="pulse", namespace="monitoring", pod="pulse-0"'
+    series = [
+        # user: 6 hits, 3 misses, 1 error a minute; items: misses only.
+        (f'pulse_cache_requests_total{{{labels}, entity="user", result="hit"}}', "0+60x10"),
+        (f'pulse_cache_requests_total{{{labels}, entity="user", result="miss"}}', "0+30x10"),
+        (f'pulse_cache_requests_total{{{labels}, entity="user", result="error"}}', "0+10x10"),
+        (f'pulse_cache_requests_total{{{labels}, entity="items", result="miss"}}', "0+50x10"),
+    ]
+    # Redis GETs all under 1 ms; PostgreSQL SELECTs all between 0.1 and 0.25 s.
+    for system, op, boundaries in [("redis", "GET", {"0.001": 1, "0.1": 1, "0.25": 1, "+Inf": 1}),
+                                   ("postgresql", "SELECT", {"0.001": 0, "0.1": 0, "0.25": 1, "+Inf": 1})]:
+        for le, share in boundaries.items():
+            series.append((f'db_client_operation_duration_seconds_bucket{{{labels}, db_system_name="{system}", '
+                           f'db_operation_name="{op}", db_collection_name="users", le="{le}"}}',
+                           f"0+{100 * share}x10"))
+        series.append((f'db_client_operation_duration_seconds_count{{{labels}, db_system_name="{system}", '
+                       f'db_operation_name="{op}", db_collection_name="users"}}', "0+100x10"))
+    tests = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series],
+        "promql_expr_test": [
+            {"expr": expr[("Cache hit ratio", "A")], "eval_time": "10m",
+             "exp_samples": [{"labels": '{entity="user"}', "value": 0.6}, {"labels": '{entity="items"}', "value": 0}]},
+            {"expr": expr[("Cache hit ratio", "B")], "eval_time": "10m",
+             "exp_samples": [{"labels": "{}", "value": 0.4}]},
+            {"expr": expr[("Cache latency", "A")], "eval_time": "10m",
+             "exp_samples": [{"labels": '{db_operation_name="GET"}', "value": 0.00099}]},
+            {"expr": expr[("Cache latency", "B")], "eval_time": "10m",
+             "exp_samples": [{"labels": '{db_operation_name="GET"}', "value": 0.0005}]},
+            {"expr": expr[("Database operations", "A")], "eval_time": "10m",
+             "exp_samples": [{"labels": '{db_operation_name="SELECT", db_collection_name="users"}',
+                              "value": 100 / 60}]},
+            {"expr": expr[("Database operation p99", "A")], "eval_time": "10m",
+             "exp_samples": [{"labels": '{db_operation_name="SELECT"}', "value": 0.2485}]},
+        ]}]}
+    (tmp_path / "panels.test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    tool = shutil.which("promtool")
+    assert tool, "promtool missing: apt-get install prometheus (or run .ci/run)"
+    result = subprocess.run([tool, "test", "rules", "panels.test.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_database_duration_query_names_its_system():
+    """db_client_operation_duration_seconds holds PostgreSQL's and the cache's Redis operations: a query
+    that does not say which mixes them (the database panels read postgresql, the cache panel redis)."""
+    found = {}
+    for name, dashboard in DASHBOARDS.items():
+        for where, expr in expressions(dashboard):
+            for selector in re.findall(r"db_client_operation_duration_seconds\w*\{([^}]*)\}", expr):
+                system = re.search(r'db_system_name="(\w+)"', selector)
+                assert system, f"{name}: {where}: {expr}"
+                found.setdefault(system[1], []).append(where)
+    assert set(found) == {"postgresql", "redis"}

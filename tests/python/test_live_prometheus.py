@@ -1,8 +1,8 @@
 """A real Prometheus scraping a real Pulse: every dashboard query returns data, the chart's rules load
 and evaluate without errors, and an alert reacts to real traffic.
 
-Pulse, Prometheus (Debian's `prometheus` package) and node-exporter (Debian's
-`prometheus-node-exporter`) run on loopback ports. The scrape config is what the chart's ServiceMonitor
+Pulse (on the test PostgreSQL, with the test Redis as its cache), Prometheus (Debian's `prometheus`
+package) and node-exporter (Debian's `prometheus-node-exporter`) run on loopback ports. The scrape config is what the chart's ServiceMonitor
 produces (job = Service name, port `http`, path /metrics, the namespace/pod/service labels Kubernetes
 discovery adds) at a 1 s interval, and node-exporter's job is what kube-prometheus-stack's ServiceMonitor
 makes of it. Container metrics exist only where a kubelet runs cAdvisor, so a fixture exporter serves
@@ -29,7 +29,7 @@ from pathlib import Path
 import pulsechart as pc
 import pytest
 import yaml
-from conftest import Pulse, PulseProcess, free_port, fresh_database, seed
+from conftest import Pulse, PulseProcess, free_port, fresh_database, seed, test_redis_url
 from dashboards import all_values, expressions, load_all, substitute
 from rules import rule_spec, write_rule_file
 
@@ -117,6 +117,18 @@ def traffic(pulse: Pulse, stop: threading.Event, rng: random.Random):
         time.sleep(0.02)
 
 
+def cache_hits_and_misses(pulse: Pulse) -> int:
+    """Lookups the cache answers both ways: a new user read twice (a miss, then a hit), the list read
+    twice (likewise), and a user that does not exist (a miss each time). Returns the user's id."""
+    status, _, body = pulse.request("POST", "/api/users?name=Cache&email=cache@example.com")
+    assert status == 201, (status, body)
+    user = json.loads(body)["id"]
+    for path in [f"/api/users/{user}", f"/api/users/{user}", "/api/users", "/api/users", "/api/users/999999"]:
+        status, _, body = pulse.request("GET", path)
+        assert status in (200, 404), (path, status, body)
+    return user
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,9 +178,12 @@ def stack(tmp_path_factory):
 
     # The chart gives Pulse its node's name through the downward API (NODE_NAME = spec.nodeName, which
     # is the node's hostname, as node-exporter's node_uname_info reports it).
-    # On PostgreSQL, so the runtime dashboard's database row has data (a database of its own).
+    # On PostgreSQL (a database of its own) with the Redis cache in front, so the runtime dashboard's
+    # database row has data: PostgreSQL's operations, the cache's hit ratio and Redis's latency. As the
+    # chart passes them: PULSE_DATABASE_URL and PULSE_REDIS_URL (--database-url, --redis-url).
     pulse = PulseProcess(env={"NODE_NAME": os.uname().nodename, "POD_NAME": POD, "POD_NAMESPACE": NAMESPACE,
-                              "PULSE_DATABASE_URL": fresh_database()})
+                              "PULSE_DATABASE_URL": fresh_database(), "PULSE_REDIS_URL": test_redis_url(),
+                              "PULSE_CACHE_TTL": "5m"})
     pulse_target = pulse.base.removeprefix("http://")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -209,6 +224,7 @@ def stack(tmp_path_factory):
         prometheus = Prometheus(port)
         poll(lambda: prometheus.query('up{job="pulse"} == 1')["data"]["result"], 15)
         pulse.restart()
+        cache_hits_and_misses(pulse)
         rng = random.Random(int(seed("PULSE_TRAFFIC_SEED", 7, "the live-Prometheus traffic mix")))
         threading.Thread(target=traffic, args=(pulse, stop, rng), daemon=True).start()
         yield prometheus, pulse
@@ -253,6 +269,19 @@ def test_every_dashboard_query_returns_series(stack):
 
     poll(settle, timeout=60)
     assert pending == {}, "queries without data:\n" + "\n".join(f"{w}: {e}" for w, e in pending.items())
+
+
+def test_the_cache_answers_with_hits_and_misses_and_redis_operations_are_apart(stack):
+    """The cache panels' series come from real lookups: hits and misses both, and Redis's operations
+    labelled apart from PostgreSQL's in the shared duration histogram."""
+    prometheus, _ = stack
+    results = poll(lambda: {r["metric"]["result"] for r in prometheus.query(
+        'sum by (result) (pulse_cache_requests_total{job="pulse"})')["data"]["result"]} >= {"hit", "miss"}, 30)
+    assert results, "the cache saw no hit and miss (is PULSE_REDIS_URL reaching Pulse?)"
+    systems = poll(lambda: {r["metric"].get("db_system_name") for r in prometheus.query(
+        'count by (db_system_name) (db_client_operation_duration_seconds_count{job="pulse"})')["data"]["result"]}
+                   >= {"postgresql", "redis"}, 30)
+    assert systems, "db_client_operation_duration_seconds must carry db_system_name postgresql and redis"
 
 
 def test_variable_queries_find_the_labels(stack):

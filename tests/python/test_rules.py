@@ -15,7 +15,7 @@ EXPECTED_ALERTS = {
     "PulseDown", "HighErrorRate", "HighLatencyP95", "PulseSaturated",
     "PulseAvailabilityBurnRateFast", "PulseAvailabilityBurnRateSlow",
     "PulseLatencyBurnRateFast", "PulseLatencyBurnRateSlow",
-    "PulseErrorBudgetExhausted", "PulseSLIAbsent", "PulseDatabaseErrors",
+    "PulseErrorBudgetExhausted", "PulseSLIAbsent", "PulseDatabaseErrors", "PulseCacheErrors",
 }
 
 
@@ -65,6 +65,9 @@ def test_each_alert_has_a_firing_and_a_silent_case():
     ({"slo": {"availability": {"objective": 0.98}}}, "PulseErrorBudgetExhausted"),
     ({"prometheusRule": {"alerts": {"sliAbsentFor": "20m"}}}, "PulseSLIAbsent"),
     ({"prometheusRule": {"alerts": {"databaseErrorsThreshold": 100}}}, "PulseDatabaseErrors"),
+    # 10 % of lookups failing is under a 20 % threshold; and 5 minutes of them do not fill a 15m `for`.
+    ({"prometheusRule": {"alerts": {"cacheErrorRatioThreshold": 0.2}}}, "PulseCacheErrors"),
+    ({"prometheusRule": {"alerts": {"cacheErrorsFor": "15m"}}}, "PulseCacheErrors"),
 ])
 def test_the_unit_tests_notice_changed_thresholds(values, broken, tmp_path):
     # The minute-resolution file has a firing case for each of these; the day-long file is not needed.

@@ -53,6 +53,11 @@ CONTRIB = "https://github.com/open-telemetry/opentelemetry-collector-contrib"
 KPS_CHART = ("https://github.com/prometheus-community/helm-charts/blob/kube-prometheus-stack-88.5.3"
              "/charts/kube-prometheus-stack")
 GRAFANA_CHARTS = "https://github.com/grafana-community/helm-charts/blob"
+# The official Redis image the pulse chart's bundled cache runs (redis.image), and where its facts
+# were read: docker-library/redis at commit e92049967d6b (the 7.2.5 Dockerfiles).
+REDIS_IMAGE_CHECKED = "7.2.5-alpine"
+REDIS_IMAGE = ("https://github.com/docker-library/redis/blob/e92049967d6baa9b4b3d6fd950553e6458e61f13"
+               "/7.2/alpine")
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,36 @@ FACTS = [
          "sets GOMEMLIMIT to the container's memory limit when there is one",
          f"{GRAFANA_CHARTS}/grafana-12.11.1/charts/grafana/templates/_pod.tpl (`GOMEMLIMIT`, "
          "`resourceFieldRef: limits.memory`)"),
+    Fact("redis-image-user", "redis 7.2.5-alpine image",
+         "has the user redis, uid 999, group redis, gid 1000 (alpine already has a gid 999); "
+         "/data, its working directory and volume, is owned by it",
+         f"`addgroup -S -g 1000 redis; adduser -S -G redis -u 999 redis`, lines 10-13, and "
+         f"`mkdir /data && chown redis:redis /data`, `WORKDIR /data`, lines 133-135 of {REDIS_IMAGE}/Dockerfile",
+         {"uid": 999, "gid": 1000, "workdir": "/data"}),
+    Fact("redis-image-entrypoint", "redis 7.2.5-alpine image",
+         "the entrypoint runs `redis-server` with the arguments when the first one starts with `-`; it chowns "
+         "and steps down with gosu only when started as uid 0, otherwise execs redis-server as it is",
+         f"lines 6-14 and 24 of {REDIS_IMAGE}/docker-entrypoint.sh; `ENTRYPOINT`, `CMD [\"redis-server\"]`, "
+         f"lines 138-141 of {REDIS_IMAGE}/Dockerfile"),
+    Fact("redis-image-port", "redis 7.2.5-alpine image",
+         "listens on 6379 and is built with protected mode off: only `--requirepass` keeps clients out",
+         f"`EXPOSE 6379`, line 140, and the `protected-mode` default patched to 0, lines 79-84 of "
+         f"{REDIS_IMAGE}/Dockerfile",
+         6379),
+    Fact("redis-server-arguments", "Redis 7.2",
+         "takes any config directive as a `--name value` argument: `--requirepass`, `--save \"\"` (no RDB "
+         "snapshots, none at shutdown either), `--appendonly no`, `--maxmemory`, `--maxmemory-policy "
+         "allkeys-lru`; its process title shows the address, not the arguments",
+         "https://redis.io/docs/latest/operate/oss_and_stack/management/config/ (\"Passing arguments via the "
+         "command line\"); measured with Debian's redis-server 7.0.15 (CONFIG GET save is empty, no dump.rdb "
+         "after SIGTERM, `ps` shows `redis-server 127.0.0.1:<port>`)",
+         ["--requirepass", "--save", "--appendonly", "--maxmemory", "--maxmemory-policy"]),
+    Fact("redis-cli-auth", "redis-cli 7.2",
+         "authenticates with the REDISCLI_AUTH environment variable (no password on the command line) and "
+         "exits 0 even when the server answers an error such as NOAUTH: a probe must check for PONG",
+         "`REDIS_CLI_AUTH_ENV \"REDISCLI_AUTH\"` in https://github.com/redis/redis/blob/7.2.5/src/redis-cli.c; "
+         "measured with Debian's redis-tools 7.0.15 (`redis-cli ping` without it prints NOAUTH and exits 0)",
+         "REDISCLI_AUTH"),
     Fact("grafana-steady-state", "Grafana 13.2.0",
          "uses 220-340 MiB once this stack's dashboards and datasources are loaded",
          "measured in the kind lab (`kubectl top pod`), not an upstream statement: measure again on a bump",
@@ -430,6 +465,63 @@ def test_loki_runs_no_rules_sidecar_and_may_read_no_secret():
     assert loki.get("sidecar", {}).get("rules", {}).get("enabled", True) is False, \
         "no Loki rules here: the sidecar would only read ConfigMaps and Secrets"
     assert loki.get("rbac", {}).get("namespaced", False) is True, "no ClusterRole"
+
+
+# --- 11. the pulse chart's Redis runs as the image expects ---------------------------------------
+
+def bundled_redis() -> dict:
+    """The pod spec of the pulse chart's Redis (redis.enabled, on the bundled PostgreSQL)."""
+    objects = pc.render_objects({"postgresql": {"enabled": True}, "redis": {"enabled": True}})
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "pulse-redis"]
+    return deployment["spec"]["template"]["spec"]
+
+
+def test_the_redis_facts_were_checked_at_the_pinned_image():
+    """A bump of redis.image.tag fails here: check the redis-* facts again at the new version."""
+    image = yaml.safe_load((pc.CHART / "values.yaml").read_text())["redis"]["image"]
+    assert (image["repository"], image["tag"]) == ("redis", REDIS_IMAGE_CHECKED)
+
+
+def test_redis_runs_as_the_images_user_without_root_and_writes_only_its_emptydir():
+    spec = bundled_redis()
+    user = FACT["redis-image-user"].value
+    context = spec["securityContext"]
+    # As the image's own user (not root): the entrypoint then needs no chown and no gosu, which a
+    # container without capabilities could not do (redis-image-entrypoint).
+    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (user["uid"], user["gid"], user["gid"])
+    assert context["runAsNonRoot"] is True
+    (redis,) = spec["containers"]
+    assert "command" not in redis, "the image's entrypoint, which passes `--` arguments to redis-server"
+    assert redis["args"][0].startswith("--")
+    assert redis["securityContext"]["readOnlyRootFilesystem"] is True
+    assert redis["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # The working directory writable (an emptyDir over the image's volume), nothing else.
+    (mount,) = redis["volumeMounts"]
+    assert mount["mountPath"] == user["workdir"]
+    assert {v["name"]: v for v in spec["volumes"]}[mount["name"]].get("emptyDir") is not None
+
+
+def test_redis_requires_its_password_and_saves_nothing():
+    (redis,) = bundled_redis()["containers"]
+    args = redis["args"]
+    assert set(FACT["redis-server-arguments"].value) <= set(args)
+    # protected mode is off in the image (redis-image-port): the password is what keeps clients out.
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert args[args.index("--port") + 1] == str(FACT["redis-image-port"].value)
+    assert [p["containerPort"] for p in redis["ports"]] == [FACT["redis-image-port"].value]
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+
+
+def test_the_redis_probe_authenticates_and_checks_the_answer():
+    (redis,) = bundled_redis()["containers"]
+    env = {e["name"]: e for e in redis["env"]}
+    assert env[FACT["redis-cli-auth"].value]["value"] == "$(REDIS_PASSWORD)"
+    names = [e["name"] for e in redis["env"]]
+    assert names.index("REDIS_PASSWORD") < names.index("REDISCLI_AUTH"), "expanded from a variable set before"
+    command = redis["readinessProbe"]["exec"]["command"]
+    # redis-cli exits 0 on NOAUTH: the exit code alone would call an unauthenticated Redis ready.
+    assert "redis-cli" in command[-1] and "grep -q PONG" in command[-1]
+    assert "-a" not in command[-1].split(), "no password on the command line"
 
 
 # --- the stack rendered with the upstream subcharts ---------------------------------------------

@@ -168,3 +168,64 @@ database.existingSecret's; empty when Pulse keeps its data in memory.
 {{- define "pulse.databaseSecretKey" -}}
 {{- if .Values.postgresql.enabled }}uri{{ else }}{{ .Values.database.existingSecretKey }}{{ end }}
 {{- end }}
+
+{{/* The bundled Redis (redis.enabled): its name, and labels that are not Pulse's selector. */}}
+{{- define "pulse.redisName" -}}
+{{- printf "%s-redis" (include "pulse.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pulse.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pulse.name" . }}-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pulse.redisLabels" -}}
+helm.sh/chart: {{ include "pulse.chart" . }}
+{{ include "pulse.redisSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.redis.image.tag | quote }}
+app.kubernetes.io/component: cache
+app.kubernetes.io/part-of: pulse
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret and key holding the Redis password: cache.existingSecret's, else the bundled Redis's
+generated one; empty for a Redis of your own without a password.
+*/}}
+{{- define "pulse.redisSecret" -}}
+{{- if .Values.cache.existingSecret }}
+{{- .Values.cache.existingSecret }}
+{{- else if .Values.redis.enabled }}
+{{- include "pulse.redisName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "pulse.redisSecretKey" -}}
+{{- if .Values.cache.existingSecret }}{{ .Values.cache.existingSecretKey }}{{ else }}password{{ end }}
+{{- end }}
+
+{{/*
+PULSE_REDIS_URL: the bundled Redis's Service, or cache.redisUrl; with a password, it is written in as
+`$(REDIS_PASSWORD)`, which the kubelet replaces with the REDIS_PASSWORD variable (from the Secret) set
+before it: the password never appears in the Deployment. Empty: no cache. Refuses a cache without the
+PostgreSQL store it fronts, and a password Secret with no Redis to use it for.
+*/}}
+{{- define "pulse.redisUrl" -}}
+{{- $cache := .Values.cache }}
+{{- if and (or .Values.redis.enabled $cache.redisUrl) (not (include "pulse.databaseSecret" .)) }}
+{{- fail "the Redis cache fronts the PostgreSQL store: with redis.enabled or cache.redisUrl, set postgresql.enabled or database.existingSecret too (Pulse keeps its data in memory otherwise, and there is nothing to cache)" }}
+{{- end }}
+{{- if and $cache.existingSecret (not (or .Values.redis.enabled $cache.redisUrl)) }}
+{{- fail "cache.existingSecret holds a Redis password: set redis.enabled (the bundled Redis) or cache.redisUrl (a Redis of your own) too" }}
+{{- end }}
+{{- $auth := ternary ":$(REDIS_PASSWORD)@" "" (ne (include "pulse.redisSecret" .) "") }}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s%s:6379/0" $auth (include "pulse.redisName" .) }}
+{{- else if $cache.redisUrl }}
+{{- $parts := splitn "://" 2 $cache.redisUrl }}
+{{- printf "%s://%s%s" $parts._0 $auth $parts._1 }}
+{{- end }}
+{{- end }}
