@@ -6,6 +6,7 @@
 //! process at start with one line naming the flag and the accepted range.
 
 pub mod rules;
+pub mod urls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -202,8 +203,8 @@ pub struct ServeArgs {
 
     /// PostgreSQL URL (`postgres://user:password@host:port/db`) for users and items,
     /// shared by every replica; unset (and no `DATABASE_URL`), they live in memory.
-    #[arg(long, env = "PULSE_DATABASE_URL", value_parser = rules::database_url, hide_env_values = true)]
-    pub database_url: Option<rules::DatabaseUrl>,
+    #[arg(long, env = "PULSE_DATABASE_URL", value_parser = urls::database_url, hide_env_values = true)]
+    pub database_url: Option<urls::DatabaseUrl>,
 
     /// Most connections to the database at once (1..=1000).
     #[arg(long, env = "PULSE_DATABASE_POOL_SIZE", default_value_t = defaults::DATABASE_POOL_SIZE, value_parser = rules::pool_size)]
@@ -217,8 +218,8 @@ pub struct ServeArgs {
     /// Redis URL (`redis://[:password@]host[:port][/db]`) of a read-through cache in
     /// front of PostgreSQL (needs `--database-url`); unset, every read goes to the
     /// database. Shared by every replica: a write invalidates before it is answered.
-    #[arg(long, env = "PULSE_REDIS_URL", value_parser = rules::redis_url, hide_env_values = true)]
-    pub redis_url: Option<rules::RedisUrl>,
+    #[arg(long, env = "PULSE_REDIS_URL", value_parser = urls::redis_url, hide_env_values = true)]
+    pub redis_url: Option<urls::RedisUrl>,
 
     /// How long a cached record or list lives (greater than 0): the longest a read
     /// can be served an old value after a write whose invalidation failed (Redis
@@ -236,11 +237,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The database to use: `--database-url` (`PULSE_DATABASE_URL`), else the
     /// standard `DATABASE_URL`, else none (the in-memory store).
-    pub fn database(&self) -> Result<Option<rules::DatabaseUrl>, rules::RuleError> {
+    pub fn database(&self) -> Result<Option<urls::DatabaseUrl>, rules::RuleError> {
         match &self.database_url {
             Some(url) => Ok(Some(url.clone())),
             None => match std::env::var("DATABASE_URL") {
-                Ok(url) if !url.is_empty() => rules::database_url(&url).map(Some),
+                Ok(url) if !url.is_empty() => urls::database_url(&url).map(Some),
                 _ => Ok(None),
             },
         }

@@ -38,7 +38,7 @@ impl TestApp {
         }
         let url = fresh_database().await;
         let args = ServeArgs {
-            database_url: Some(pulse::config::rules::database_url(&url).expect("database URL")),
+            database_url: Some(pulse::config::urls::database_url(&url).expect("database URL")),
             ..ServeArgs::default()
         };
         let app =
