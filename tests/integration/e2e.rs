@@ -133,6 +133,31 @@ impl Lab {
         request: http::request::Builder,
         body: Bytes,
     ) -> (StatusCode, http::HeaderMap, Value) {
+        let (status, headers, body) = self.send_raw(pod, port, request, body).await;
+        (
+            status,
+            headers,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// GET through a port-forward to `pod:port`, the body as text (`/metrics`).
+    async fn forward_text(&self, pod: &str, port: u16, path: &str) -> String {
+        let (status, _, body) = self
+            .send_raw(pod, port, Request::get(path), Bytes::new())
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET {path} on {pod}");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// Sends one request through a port-forward to `pod:port`; the answer's bytes.
+    async fn send_raw(
+        &self,
+        pod: &str,
+        port: u16,
+        request: http::request::Builder,
+        body: Bytes,
+    ) -> (StatusCode, http::HeaderMap, Bytes) {
         let mut forwarder = self.api::<Pod>().portforward(pod, &[port]).await.unwrap();
         let stream = forwarder.take_stream(port).unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -146,11 +171,7 @@ impl Lab {
         let response = sender.send_request(request).await.unwrap();
         let (parts, body) = response.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
-        (
-            parts.status,
-            parts.headers,
-            serde_json::from_slice(&body).unwrap_or(Value::Null),
-        )
+        (parts.status, parts.headers, body)
     }
 
     /// Every running, ready pod matching `selector`.
@@ -459,6 +480,56 @@ async fn both_replicas_tell_the_same_story_from_the_bundled_postgresql() {
         "written on {first}, read on {second}"
     );
     assert_eq!(read, created);
+}
+
+/// The lab's Pulse runs with the bundled Redis in front of PostgreSQL: a user
+/// written on one replica and read twice on the other is a miss, then a hit there,
+/// and the hit shows in that pod's `pulse_cache_requests_total`.
+#[tokio::test]
+#[ignore = "needs a cluster with the chart installed: make kind-up, then make e2e"]
+async fn a_second_read_through_the_lab_is_a_cache_hit() {
+    let lab = lab().await;
+    let pods = lab.ready_pods(&lab.server_selector()).await;
+    let [first, second, ..] = pods.as_slice() else {
+        panic!("the lab runs two Pulse replicas, found {pods:?}");
+    };
+    let hits = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("pulse_cache_requests_total{")
+                    && line.contains("entity=\"user\"")
+                    && line.contains("result=\"hit\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = lab.forward_text(second, 8080, "/metrics").await;
+    assert!(
+        before.contains("pulse_cache_requests_total"),
+        "the lab's Pulse has no cache (redis.enabled in the kind values?)"
+    );
+    let (status, created) = lab
+        .forward_post(
+            first,
+            8080,
+            "/api/users",
+            &json!({"name": "cached", "email": "cached@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/api/users/{}", created["id"]);
+    for _ in 0..2 {
+        let (status, read) = lab.forward_get(second, 8080, &path, None).await;
+        assert_eq!((status, &read), (StatusCode::OK, &created));
+    }
+    let after = lab.forward_text(second, 8080, "/metrics").await;
+    assert!(
+        hits(&after) > hits(&before),
+        "no cache hit on {second}: {} before, {} after",
+        hits(&before),
+        hits(&after)
+    );
 }
 
 #[tokio::test]
