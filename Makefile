@@ -139,7 +139,7 @@ prometheus: ## Port-forward Prometheus to http://127.0.0.1:9090
 
 bench: ## Benchmarks: criterion micro-benchmarks, then Pulse against bare axum (the macro benchmark table)
 	$(CARGO) bench --bench telemetry
-	scripts/with-postgres.sh $(CARGO) bench --bench macro
+	scripts/with-postgres.sh scripts/with-redis.sh $(CARGO) bench --bench macro
 
 profile: ## Callgrind profile of Pulse at its defaults (ENDPOINT=/status/200 REQUESTS=5000 ARGS=extra-flags); prints the report's path
 	scripts/profile.sh

@@ -26,7 +26,9 @@
 //! - resident memory idle and after a million requests, and start to ready, of
 //!   Pulse at its defaults; with PostgreSQL (PULSE_TEST_DATABASE_URL), the two stores,
 //!   and PostgreSQL writes with and without the size accounting (`writes.rs`;
-//!   `PULSE_BENCH_ONLY=pg-writes` runs that part alone).
+//!   `PULSE_BENCH_ONLY=pg-writes` runs that part alone); with Redis too
+//!   (PULSE_TEST_REDIS_URL) and wrk, `GET /api/users/{id}` on PostgreSQL with and
+//!   without the cache (`cache.rs`; `PULSE_BENCH_ONLY=cache`).
 //!
 //! Prints one table (`report.rs`), also written to `target/bench-report.md`, whose
 //! verdicts come from the one table of targets, `targets.rs`; so does the target
@@ -37,6 +39,7 @@
 #[path = "../../tests/support/server.rs"]
 mod server;
 
+mod cache;
 mod callgrind;
 mod measure;
 mod report;
@@ -74,8 +77,10 @@ fn main() {
         seconds: env_or("PULSE_BENCH_SECONDS", 2).max(1),
         requests: env_or("PULSE_BENCH_REQUESTS", 5000).max(1),
     };
-    if std::env::var("PULSE_BENCH_ONLY").as_deref() == Ok("pg-writes") {
-        return writes::only(knobs);
+    match std::env::var("PULSE_BENCH_ONLY").as_deref() {
+        Ok("pg-writes") => return writes::only(knobs),
+        Ok("cache") => return cache::only(knobs),
+        _ => {}
     }
     let bare = servers::build_bare_axum();
     eprintln!(
@@ -98,6 +103,13 @@ fn main() {
         Ok(url) if !url.is_empty() => Some(writes::measure(&url, knobs.rounds, knobs.seconds)),
         _ => None,
     };
+    let cached = match (
+        cache::env("PULSE_TEST_DATABASE_URL"),
+        cache::env("PULSE_TEST_REDIS_URL"),
+    ) {
+        (Some(db), Some(redis)) => cache::measure(&db, &redis, knobs.rounds, knobs.seconds),
+        _ => None,
+    };
     let results = Results {
         rounds: knobs.rounds,
         throughput,
@@ -109,7 +121,7 @@ fn main() {
         pg_writes,
     };
 
-    let table = report::render(knobs, &results, stores.as_ref());
+    let table = report::render(knobs, &results, stores.as_ref(), cached.as_ref());
     println!("\n{table}");
     let report = servers::target_dir().join("bench-report.md");
     match std::fs::write(&report, &table) {

@@ -15,7 +15,12 @@ pub struct Knobs {
 }
 
 /// The whole report.
-pub fn render(knobs: Knobs, results: &Results, stores: Option<&Stores>) -> String {
+pub fn render(
+    knobs: Knobs,
+    results: &Results,
+    stores: Option<&Stores>,
+    cached: Option<&crate::cache::Cached>,
+) -> String {
     let mut report = machine();
     report += &instructions(knobs.requests, results.instructions.as_ref());
     report += &throughput(knobs, &results.throughput);
@@ -25,6 +30,9 @@ pub fn render(knobs: Knobs, results: &Results, stores: Option<&Stores>) -> Strin
     };
     if let Some(writes) = &results.pg_writes {
         report += &crate::writes::table(knobs, writes);
+    }
+    if let Some(cached) = cached {
+        report += &crate::cache::table(knobs, cached);
     }
     if let Some(counts) = &results.instructions {
         report += &breakdown(counts);

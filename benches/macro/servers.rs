@@ -176,40 +176,10 @@ impl BenchServer {
     /// `pulse load` at [`CONCURRENCY`]. Returns the rate, the p99 in ms and the
     /// requests sent; any non-2xx answer or socket error fails the benchmark.
     pub fn saturate_users(&self, seconds: u64) -> (f64, f64, u64) {
-        let Some(wrk) = wrk() else {
+        if wrk().is_none() {
             return self.saturate(seconds);
-        };
-        let url = self.server.url("/api/users");
-        let out = Command::new(wrk)
-            .args([
-                "-t2",
-                "-c64",
-                "--latency",
-                "-d",
-                &format!("{seconds}s"),
-                &url,
-            ])
-            .output()
-            .expect("wrk");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && !text.contains("Non-2xx") && !text.contains("Socket errors"),
-            "{}: wrk: {text}{}",
-            self.variant.label(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let field = |prefix: &str| {
-            text.lines()
-                .find_map(|line| line.trim().strip_prefix(prefix))
-                .map(|rest| rest.trim().to_owned())
-                .unwrap_or_else(|| panic!("wrk printed no {prefix:?}: {text}"))
-        };
-        let rate: f64 = field("Requests/sec:").parse().expect("a rate");
-        let p99 = wrk_ms(&field("99%"));
-        let sent = field("")
-            .split_once(" requests in")
-            .and_then(|(n, _)| n.parse().ok())
-            .unwrap_or(0);
+        }
+        let (rate, p99, sent) = wrk_run(&self.server.url("/api/users"), seconds);
         (rate, p99, sent)
     }
 
@@ -249,6 +219,43 @@ pub fn throughput_client() -> String {
         Some(_) => "`wrk -t2 -c64`".into(),
         None => format!("`pulse load --rate 0 --concurrency {CONCURRENCY}`: wrk is not installed"),
     }
+}
+
+/// `wrk -t2 -c64 --latency` on `url` for `seconds`: the rate, the p99 in ms and
+/// the requests sent. Any non-2xx answer or socket error fails the benchmark.
+pub fn wrk_run(url: &str, seconds: u64) -> (f64, f64, u64) {
+    let wrk = wrk().expect("wrk on PATH");
+    let out = Command::new(wrk)
+        .args([
+            "-t2",
+            "-c64",
+            "--latency",
+            "-d",
+            &format!("{seconds}s"),
+            url,
+        ])
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "wrk {url}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .map(|rest| rest.trim().to_owned())
+            .unwrap_or_else(|| panic!("wrk printed no {prefix:?}: {text}"))
+    };
+    let rate: f64 = field("Requests/sec:").parse().expect("a rate");
+    let p99 = wrk_ms(&field("99%"));
+    let sent = text
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0);
+    (rate, p99, sent)
 }
 
 /// `wrk` on PATH, unless `PULSE_BENCH_WRK=0`.
