@@ -64,7 +64,7 @@ TEST_CARGO := PULSE_TEST_ALL=1 PULSE_SOAK_SECONDS=$${PULSE_SOAK_SECONDS:-60} $(C
 test-rust: deps ## Unit and integration tests (real router, real binary, promtool, a private PostgreSQL)
 	@echo "cargo test: includes a 60 s soak test (tests/integration/soak.rs; PULSE_SOAK_SECONDS=10 shortens it); a bare cargo test leaves it, the PostgreSQL suite and promtool's check to make test"
 	@echo "PostgreSQL and Redis: scripts/with-postgres.sh and scripts/with-redis.sh start private servers (or use PULSE_TEST_DATABASE_URL, PULSE_TEST_REDIS_URL)"
-	scripts/with-postgres.sh scripts/with-redis.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test integration api::'
+	scripts/with-postgres.sh scripts/with-redis.sh sh -c '$(TEST_CARGO) && echo "the API suite again, on PostgreSQL" && PULSE_TEST_STORE=postgres $(CARGO) test --test integration api:: && echo "and on PostgreSQL behind the Redis cache" && PULSE_TEST_STORE=cached $(CARGO) test --test integration api::'
 
 build:
 	$(CARGO) build

@@ -965,7 +965,7 @@ def test_redis_and_pulse_share_a_generated_password_kept_across_upgrades():
     assert url == f"redis://:{password}@pulse-redis:6379/0"
     parsed = urllib.parse.urlsplit(url)
     assert (parsed.hostname, parsed.port, parsed.password) == (redis["Service"]["metadata"]["name"], 6379, password)
-    assert env["PULSE_CACHE_TTL"]["value"] == "60s"
+    assert env["PULSE_CACHE_TTL"]["value"] == "30s"
     assert "PULSE_CACHE_TIMEOUT" not in env, "Pulse's own default unless set"
 
 

@@ -71,7 +71,8 @@ def flags() -> dict[str, dict]:
     found = {}
     for block in re.split(r"\n(?=\s{2,}(?:-\w, )?--[a-z])", text):
         option = re.match(r"\s*(?:-\w, )?--([a-z0-9-]+)( <\w+>)?", block)
-        env = re.search(r"\[env: (\w+)=", block)
+        # `[env: NAME=value]`, or `[env: NAME]` for the flags whose values are secrets.
+        env = re.search(r"\[env: (\w+)[=\]]", block)
         if option and env:
             default = re.search(r"\[default: ([^\]]*)\]", block)
             found[env[1]] = {"flag": "--" + option[1], "takes_value": bool(option[2]),
@@ -231,6 +232,11 @@ def test_the_schema_range_is_what_the_binary_accepts(key, value, accepted):
         assert up, f"{var}={value} is inside values.schema.json's range but pulse did not start: {stderr.strip()}"
     else:
         assert not up, f"{var}={value} is outside values.schema.json's range, yet pulse started with it"
-        assert proc.returncode == 2, f"{var}={value}: exit code {proc.returncode}, expected 2: {stderr.strip()}"
+        # `--max-store-bytes 0` means "no limit" to the PostgreSQL store; without a database
+        # (as here) Pulse refuses it when it builds the store (exit 1), not while parsing (2).
+        # The chart's schema refuses 0 always: the chart's in-memory default must stay bounded.
+        expected = 1 if (var, str(value)) == ("PULSE_MAX_STORE_BYTES", "0") else 2
+        assert proc.returncode == expected, \
+            f"{var}={value}: exit code {proc.returncode}, expected {expected}: {stderr.strip()}"
         first = stderr.strip().splitlines()[0] if stderr.strip() else ""
         assert flag in first, f"{var}={value}: the message does not name {flag}: {first!r}"

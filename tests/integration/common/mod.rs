@@ -17,6 +17,28 @@ use pulse::state::AppState;
 use pulse::telemetry::Handles;
 use tower::ServiceExt as _;
 
+/// A Redis database of its own on the test server (`PULSE_TEST_REDIS_URL`),
+/// emptied: the cache's keys are the same in every test (`pulse:v1:user:1`), so
+/// tests must not share one, nor find an earlier run's keys.
+async fn empty_redis_database() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let base = std::env::var("PULSE_TEST_REDIS_URL")
+        .expect("PULSE_TEST_STORE=cached needs PULSE_TEST_REDIS_URL (scripts/with-redis.sh)");
+    let db = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(db <= 15, "more cached API tests than Redis databases");
+    let url = format!("{}/{db}", base.trim_end_matches('/'));
+    let client = redis::Client::open(url.as_str()).expect("Redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis");
+    redis::cmd("FLUSHDB")
+        .query_async::<()>(&mut connection)
+        .await
+        .expect("FLUSHDB");
+    url
+}
+
 /// The real router over a fresh store and registry.
 pub struct TestApp {
     pub router: Router,
@@ -32,15 +54,27 @@ impl TestApp {
     /// `PULSE_TEST_STORE=postgres`, PostgreSQL (a new database on the server
     /// `PULSE_TEST_DATABASE_URL` names, migrated, its supervisor running). The API
     /// suite runs once per store (`make test`).
+    ///
+    /// `PULSE_TEST_STORE=cached` adds the Redis cache (`PULSE_TEST_REDIS_URL`, a
+    /// Redis database of this test's own, emptied first): the suite's third run,
+    /// which must give the same answers.
     pub async fn fresh() -> Self {
-        if std::env::var("PULSE_TEST_STORE").as_deref() != Ok("postgres") {
+        let store = std::env::var("PULSE_TEST_STORE").unwrap_or_default();
+        if store != "postgres" && store != "cached" {
             return Self::new();
         }
         let url = fresh_database().await;
-        let args = ServeArgs {
+        let mut args = ServeArgs {
             database_url: Some(pulse::config::urls::database_url(&url).expect("database URL")),
             ..ServeArgs::default()
         };
+        if store == "cached" {
+            let redis = empty_redis_database().await;
+            args.redis_url = Some(pulse::config::urls::redis_url(&redis).expect("Redis URL"));
+            // Generous: a first connection on a loaded machine can take past 50 ms, and
+            // a timed-out lookup would only fall through to PostgreSQL, hiding nothing.
+            args.cache_timeout = Duration::from_secs(2);
+        }
         let app =
             App::new(&args, Identity::current(Instant::now()), Handles::default()).expect("app");
         let database = app.database.clone().expect("the PostgreSQL store");
@@ -173,6 +207,118 @@ impl Sample {
     }
 }
 
+/// `text` with every sample of a family given the same label names, a missing
+/// one as `name=""`. The text format lets the series of one family carry different
+/// labels (Pulse's `db_client_operation_duration_seconds`: PostgreSQL operations
+/// name a collection, Redis commands have none), and Prometheus reads an empty
+/// value as no label; `openmetrics-parser` refuses such a family, so the missing
+/// names are filled in here and dropped again after parsing.
+fn same_label_names(text: &str) -> String {
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let family_of = |sample: &str| {
+        families
+            .iter()
+            .filter(|f| {
+                sample.strip_prefix(**f).is_some_and(|rest| {
+                    ["", "_bucket", "_sum", "_count", "_total", "_created"].contains(&rest)
+                })
+            })
+            .max_by_key(|f| f.len())
+            .copied()
+    };
+    let mut union: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let parsed: Vec<Option<(&str, Vec<String>)>> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with('#') || line.trim().is_empty() {
+                return None;
+            }
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let (name, names) = (&line[..name_end], label_names(&line[name_end..]));
+            if let Some(family) = family_of(name) {
+                union.entry(family).or_default().extend(
+                    names
+                        .iter()
+                        .filter(|n| *n != "le" && *n != "quantile")
+                        .cloned(),
+                );
+            }
+            Some((name, names))
+        })
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for (line, parsed) in text.lines().zip(parsed) {
+        let missing: Vec<&String> = match &parsed {
+            Some((name, names)) => family_of(name)
+                .and_then(|f| union.get(f))
+                .map(|all| all.iter().filter(|n| !names.contains(n)).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if missing.is_empty() {
+            out.push_str(line);
+        } else {
+            let filled: Vec<String> = missing.iter().map(|n| format!("{n}=\"\"")).collect();
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            if line[name_end..].starts_with('{') {
+                let close = line.rfind('}').expect("a closing brace");
+                let sep = if close == name_end + 1 { "" } else { "," };
+                out.push_str(&format!(
+                    "{}{sep}{}{}",
+                    &line[..close],
+                    filled.join(","),
+                    &line[close..]
+                ));
+            } else {
+                out.push_str(&format!(
+                    "{}{{{}}}{}",
+                    &line[..name_end],
+                    filled.join(","),
+                    &line[name_end..]
+                ));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The label names of a sample line's `{...}` part (empty without one).
+fn label_names(rest: &str) -> Vec<String> {
+    let Some(body) = rest.strip_prefix('{') else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut chars = body.chars();
+    let mut name = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '}' => break,
+            ',' | ' ' => {}
+            '=' => {
+                names.push(std::mem::take(&mut name));
+                // The quoted value, escapes included.
+                let _ = chars.next(); // the opening quote
+                while let Some(v) = chars.next() {
+                    match v {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            c => name.push(c),
+        }
+    }
+    names
+}
+
 /// A parsed exposition: samples plus `# TYPE` lines.
 #[derive(Debug, Default)]
 pub struct Exposition {
@@ -186,7 +332,7 @@ impl Exposition {
     /// sample as the text has it (histograms as `_bucket{le}`, `_sum`, `_count`).
     pub fn parse(text: &str) -> Self {
         use openmetrics_parser::{MetricNumber, PrometheusType, PrometheusValue};
-        let parsed = openmetrics_parser::prometheus::parse_prometheus(text)
+        let parsed = openmetrics_parser::prometheus::parse_prometheus(&same_label_names(text))
             .unwrap_or_else(|e| panic!("not a valid exposition ({e:?}):\n{text}"));
         let mut out = Exposition {
             text: text.to_owned(),
@@ -196,10 +342,12 @@ impl Exposition {
             out.types
                 .insert(name.clone(), family.family_type.to_string());
             for sample in family.iter_samples() {
+                // An empty value is no label (Prometheus's rule; see `same_label_names`).
                 let labels: BTreeMap<String, String> = sample
                     .get_labelset()
                     .expect("label set")
                     .iter()
+                    .filter(|(_, v)| !v.is_empty())
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 let mut push = |suffix: &str, extra: Option<(&str, String)>, value: f64| {
