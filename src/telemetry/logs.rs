@@ -8,10 +8,10 @@
 //! benchmark profile showed that formatter as most of the telemetry's cost per
 //! request (it serialises span fields again on every `record` and every event,
 //! through `serde_json` values), while a line here is a handful of appends to a
-//! reused buffer. Lines go to a bounded queue that a background thread writes to
-//! stdout (`tracing-appender`): a slow or stalled stdout never stalls a request;
-//! when the queue is full, lines are dropped and counted
-//! (`pulse_log_lines_dropped_total`). The queue is flushed at exit.
+//! reused buffer. Lines go to a bounded buffer that a background thread writes to
+//! stdout (`log_queue.rs`): a slow or stalled stdout never stalls a request;
+//! when the buffer is full, lines are dropped and counted
+//! (`pulse_log_lines_dropped_total`). It is written out at exit.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -25,13 +25,6 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 
 use super::json_text::{Escaped, needs_escape, push_hex, push_str};
-
-/// Lines waiting for stdout; beyond this they are dropped (and counted).
-pub const QUEUE_LINES: usize = 8192;
-
-/// What the writer thread gathers before one write to stdout (it writes sooner
-/// whenever the queue runs empty).
-pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The trace and span of the request being handled, for the lines it writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

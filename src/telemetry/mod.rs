@@ -9,6 +9,7 @@ pub(crate) mod exemplars;
 pub(crate) mod export;
 pub(crate) mod json_text;
 pub mod labels;
+pub(crate) mod log_queue;
 pub(crate) mod logs;
 pub(crate) mod metrics;
 pub(crate) mod openmetrics;
@@ -127,12 +128,12 @@ impl std::fmt::Debug for Handles {
 
 /// The count of log lines the bounded queue to stdout dropped.
 #[derive(Clone)]
-pub struct DroppedLines(tracing_appender::non_blocking::ErrorCounter);
+pub struct DroppedLines(log_queue::DroppedCounter);
 
 impl DroppedLines {
     /// Lines dropped so far.
     pub fn count(&self) -> u64 {
-        self.0.dropped_lines() as u64
+        self.0.count()
     }
 }
 
@@ -148,7 +149,7 @@ pub struct TracingGuard {
     provider: SdkTracerProvider,
     log_reloader: Option<LogReloader>,
     /// Dropping it writes out the queued log lines (waiting up to a second).
-    log_worker: Option<tracing_appender::non_blocking::WorkerGuard>,
+    log_worker: Option<log_queue::WriterGuard>,
     dropped_lines: DroppedLines,
     span_counts: Arc<export::SpanCounts>,
 }
@@ -177,7 +178,9 @@ impl TracingGuard {
         if let Err(err) = self.provider.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %err, "tracer provider shutdown failed");
         }
-        drop(self.log_worker.take());
+        if let Some(mut worker) = self.log_worker.take() {
+            worker.flush_and_stop();
+        }
     }
 }
 
@@ -209,8 +212,9 @@ pub fn init_tracing(
     opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let (stdout, log_worker) = log_writer();
-    let dropped_lines = DroppedLines(stdout.error_counter());
+    let (stdout, dropped, log_worker) = log_queue::start(std::io::stdout(), "pulse-log-writer")
+        .map_err(|e| TelemetryError::Subscriber(format!("cannot start the log writer: {e}")))?;
+    let dropped_lines = DroppedLines(dropped);
     let fmt = match config.log_format {
         LogFormat::Json => logs::JsonLines::new(stdout).boxed(),
         // Colours only for a person at a terminal: `make run > file` stays plain text.
@@ -294,25 +298,4 @@ fn tracer_provider(
         ));
     }
     Ok((provider.build(), span_counts, otlp))
-}
-
-/// Stdout behind a bounded, lossy queue (telemetry/logs.rs), and the guard that
-/// writes out what is queued at exit.
-///
-/// The writer thread buffers what it takes from the queue and flushes whenever the
-/// queue is empty (and at exit): under load one write(2) carries many lines, and
-/// a lone line still reaches stdout at once. Unbuffered, stdout's line buffering
-/// made a system call per line.
-fn log_writer() -> (
-    tracing_appender::non_blocking::NonBlocking,
-    tracing_appender::non_blocking::WorkerGuard,
-) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(logs::QUEUE_LINES)
-        .thread_name("pulse-log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            logs::WRITE_BUFFER_BYTES,
-            std::io::stdout(),
-        ))
 }
