@@ -35,7 +35,7 @@ MANIFEST_VALUES = {"tests": {"enabled": False}}
 # Apply order, as Helm would: identities and config before workloads.
 KIND_ORDER = [
     "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
-    "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor", "PrometheusRule", "Pod",
+    "PodDisruptionBudget", "NetworkPolicy", "Ingress", "HTTPRoute", "ServiceMonitor", "PrometheusRule", "Pod",
 ]
 
 

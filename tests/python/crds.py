@@ -10,6 +10,10 @@ Pinned: prometheus-operator v0.93.1 (the operator of kube-prometheus-stack 88.x)
 - Neither possible (offline, no PULSE_CRD_DIR): the tests that need them are skipped with one line
   saying how to get them (failed instead when PULSE_CRD_REQUIRED=1, as in the GitHub workflow, so CI
   cannot pass without the check). A file whose checksum differs fails them: it is not the pinned version.
+
+The Gateway API's HTTPRoute CRD is vendored instead (tests/crds/, with its source, tag and license in
+the README there): no download, so its check runs everywhere and is never skipped. Pinned below by
+version and SHA-256 like the operator's; a file that differs fails the tests that read it.
 """
 
 from __future__ import annotations
@@ -96,3 +100,26 @@ def crd_text(plural: str) -> str:
             pytest.fail(f"PULSE_CRD_DIR={directory} has no {file_name(plural)}: {HOW_TO_GET}", pytrace=False)
         return _check(path, plural)
     return _check(_download(plural), plural)
+
+
+GATEWAY_API_VERSION = "v1.6.1"
+# SHA-256 of the upstream files at the tag (config/crd/standard/), byte for byte.
+GATEWAY_API_SHA256 = {
+    "httproutes": "a424a0d6c953b162e71d1d97bb7e75012d8f1ac264e7274f2763d1b96ab39852",
+}
+VENDORED = ROOT / "tests" / "crds"
+
+
+def gateway_api_file(plural: str) -> Path:
+    return VENDORED / f"gateway.networking.k8s.io_{plural}.yaml"
+
+
+def gateway_api_crd_text(plural: str) -> str:
+    """The Gateway API CustomResourceDefinition YAML for `plural` (httproutes), from tests/crds/."""
+    path = gateway_api_file(plural)
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    if got != GATEWAY_API_SHA256[plural]:
+        pytest.fail(f"{path}: SHA-256 {got}, expected {GATEWAY_API_SHA256[plural]} (Gateway API "
+                    f"{GATEWAY_API_VERSION}): restore the upstream file, or update the pin and "
+                    "tests/crds/README.md together", pytrace=False)
+    return path.read_text()

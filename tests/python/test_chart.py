@@ -1,8 +1,9 @@
 """The Helm chart, rendered by the real Helm v4 engine (helm-python-sdk), validated strictly.
 
 Covers: renders and `helm lint --strict` for every value set; strict Kubernetes 1.33 schemas for core
-objects and the prometheus-operator CRD schemas (unknown fields rejected) for monitoring objects; the
-wiring between objects; restricted pod security; values.schema.json; dashboards and manifests in sync.
+objects, the prometheus-operator CRD schemas (unknown fields rejected) for monitoring objects and the
+Gateway API's for the HTTPRoute (its own tests: test_httproute.py); the wiring between objects;
+restricted pod security; values.schema.json; dashboards and manifests in sync.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import pulsechart as pc
 import pytest
 import yaml
 from conftest import Pulse, PulseProcess, free_port
-from crds import crd_text
+from crds import crd_text, gateway_api_crd_text
 
 ROOT = pc.ROOT
 KUBE_VERSION = "1.33.0"
 VALUE_SETS = list(pc.VALUE_SETS)
 # Kind -> the plural of its CRD (tests/python/crds.py gets the pinned schemas).
 MONITORING_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
+# Kind -> the plural of its Gateway API CRD (vendored in tests/crds/, pinned in crds.py).
+GATEWAY_KINDS = {"HTTPRoute": "httproutes"}
 
 
 def kinds(objects, kind):
@@ -73,7 +76,7 @@ def test_optional_features_follow_their_switches():
     on = pc.render_objects(pc.load_values("all-on"))
     off = pc.render_objects(pc.load_values("all-off"))
     for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor",
-                 "PrometheusRule", "ServiceAccount", "ConfigMap", "Pod", "Role", "RoleBinding"]:
+                 "PrometheusRule", "ServiceAccount", "ConfigMap", "Pod", "Role", "RoleBinding", "HTTPRoute"]:
         assert kinds(on, kind), f"{kind} missing with every feature on"
         assert not kinds(off, kind), f"{kind} rendered with every feature off"
     assert "replicas" not in pulse_deployment(on)["spec"], "the HPA owns the replica count"
@@ -84,7 +87,7 @@ def test_optional_features_follow_their_switches():
 def test_core_objects_pass_strict_kubernetes_validation(rendered):
     _, _, objects = rendered
     for obj in objects:
-        if obj["kind"] in MONITORING_KINDS:
+        if obj["kind"] in MONITORING_KINDS | GATEWAY_KINDS:  # validated against their CRDs
             continue
         try:
             kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
@@ -111,10 +114,13 @@ def closed(schema):
     return schema
 
 
-def crd_validator(kind):
-    docs = yaml.safe_load_all(crd_text(MONITORING_KINDS[kind]))
+def crd_validator(kind, version="v1"):
+    """The `version` schema of `kind`'s pinned CRD, with unknown fields rejected."""
+    text = gateway_api_crd_text(GATEWAY_KINDS[kind]) if kind in GATEWAY_KINDS else crd_text(MONITORING_KINDS[kind])
+    docs = yaml.safe_load_all(text)
     crd = next(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
-    schema = closed(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema = closed(served["schema"]["openAPIV3Schema"])
     # metadata is `type: object` in CRDs; the API server validates it, not the CRD.
     return jsonschema.Draft7Validator(schema)
 
