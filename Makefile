@@ -102,7 +102,7 @@ PYTEST_WORKERS ?= 2
 test-python: deps python-tools ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
 	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
 	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh scripts/with-redis.sh \
-	    $(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/python
+	    $(VENV)/bin/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------
 
