@@ -27,8 +27,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Load(args) => match load(&args) {
-            Ok(summary) if summary.passed => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::from(1),
+            Ok(summary) => ExitCode::from(summary.outcome.exit_code()),
             Err(err) => {
                 eprintln!("pulse load: {}", one_line(err.as_ref()));
                 ExitCode::from(2)
