@@ -125,9 +125,20 @@ fn load_at(target: &str, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// A loopback port nothing listens on, held for as long as the socket lives: bound
+/// but not listening, so connecting is refused and no other test's server takes it
+/// (a port merely found free may be taken by a server started meanwhile).
+fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
 #[test]
 fn a_dead_target_exits_3_and_says_the_connections_were_refused() {
-    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let (_held, port) = refused_port();
+    let closed = format!("http://127.0.0.1:{port}");
     // With or without --max-error-rate: nothing answered is a failed run either way.
     for max in [None, Some("0.1")] {
         let mut args = vec!["--rate", "50", "--duration", "1s", "--output", "json"];
