@@ -102,7 +102,7 @@ PYTEST_WORKERS ?= 2
 test-python: deps python-tools ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
 	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
 	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh scripts/with-redis.sh \
-	    $(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/python
+	    $(VENV)/bin/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------
 
@@ -128,14 +128,16 @@ kind-down: ## Delete the kind cluster
 	@command -v kind >/dev/null || { echo "error: kind is not installed: https://kind.sigs.k8s.io/"; exit 1; }
 	kind delete cluster --name $(KIND_CLUSTER)
 
+# Both check first that kubectl has a current context holding the Service: without a kubeconfig,
+# kubectl would port-forward from whatever answers on localhost:8080.
 grafana: ## Port-forward Grafana to http://127.0.0.1:3000 (prints the admin password)
-	@command -v kubectl >/dev/null || { echo "error: kubectl is not installed: https://kubernetes.io/docs/tasks/tools/"; exit 1; }
-	@echo "Grafana: http://127.0.0.1:3000  user admin  password $$(kubectl -n $(NAMESPACE) get secret pulse-grafana-admin -o jsonpath='{.data.admin-password}' | base64 -d)"
-	kubectl -n $(NAMESPACE) port-forward svc/pulse-grafana 3000:80
+	@bash -c 'source scripts/lib.sh && require kubectl && require_service pulse-grafana && \
+	  echo "Grafana: http://127.0.0.1:3000  user admin  password $$(grafana_password)" && \
+	  exec kubectl -n "$$NAMESPACE" port-forward svc/pulse-grafana 3000:80'
 
 prometheus: ## Port-forward Prometheus to http://127.0.0.1:9090
-	@command -v kubectl >/dev/null || { echo "error: kubectl is not installed: https://kubernetes.io/docs/tasks/tools/"; exit 1; }
-	kubectl -n $(NAMESPACE) port-forward svc/pulse-kps-prometheus 9090:9090
+	@bash -c 'source scripts/lib.sh && require kubectl && require_service pulse-kps-prometheus && \
+	  echo "Prometheus: http://127.0.0.1:9090" && exec kubectl -n "$$NAMESPACE" port-forward svc/pulse-kps-prometheus 9090:9090'
 
 bench: ## Benchmarks: criterion micro-benchmarks, then Pulse against bare axum (the macro benchmark table)
 	$(CARGO) bench --bench telemetry

@@ -55,6 +55,22 @@ require_docker_daemon() {
   exit 1
 }
 
+# require_service SVC: stop with one line unless kubectl has a current context whose cluster holds
+# svc/SVC in $NAMESPACE. Without a kubeconfig, kubectl talks to http://localhost:8080, whatever
+# answers there: nothing may be port-forwarded before this says the lab is there.
+require_service() {
+  local svc=$1 context err
+  context=$(kubectl config current-context 2>/dev/null) || context=
+  if [[ -z $context ]]; then
+    echo "error: kubectl has no current context (no cluster configured): run make kind-up, or pick one with kubectl config use-context NAME" >&2
+    exit 1
+  fi
+  if ! err=$(kubectl --request-timeout=10s -n "$NAMESPACE" get svc "$svc" -o name 2>&1 >/dev/null); then
+    echo "error: no Service $svc in namespace $NAMESPACE of kube context '$context' (make kind-up first, or set NAMESPACE): kubectl says: $(echo "$err" | grep -v '^\s*$' | tail -n 1)" >&2
+    exit 1
+  fi
+}
+
 # Port-forwards started by port_forward, all stopped when the calling script exits.
 FORWARDS=()
 stop_forwards() {

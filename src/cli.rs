@@ -47,7 +47,7 @@ pub enum Command {
     /// `helm test` and HEALTHCHECK in an image without a shell.
     Probe(ProbeArgs),
     /// Send traffic to a Pulse: a request mix at a fixed rate, then a summary.
-    #[command(allow_negative_numbers = true)]
+    #[command(allow_negative_numbers = true, after_help = crate::load::EXIT_CODES)]
     Load(LoadArgs),
     /// Check a running installation: Pulse scraped, rules loaded, exemplars, traces
     /// and logs arriving, Grafana's datasources and dashboards; exit 1 when a check fails.

@@ -5,10 +5,11 @@
 //! `store` ← [`settings`] (what changes at run time) ← [`cluster`] (the runtime
 //! ConfigMap, pod Events), [`backend`] (the downstream Pulse) and [`state`] ← `middleware` and [`routes`] ← [`server`]
 //! (serving and draining) ← [`app`] (the one place the application is assembled,
-//! then run) ← [`cli`] and the binary.
+//! then run) ← [`cli`] and the binary. [`causes`] (an error on one line) depends on nothing.
 
 pub mod app;
 pub mod backend;
+pub mod causes;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::Parser as _;
 use pulse::app::{App, Identity};
+use pulse::causes::one_line;
 use pulse::cli::{Cli, Command};
 use pulse::config::ServeArgs;
 use pulse::server::{self, Listeners, Signals};
@@ -21,15 +22,14 @@ fn main() -> ExitCode {
         Command::Serve(args) => match runtime().and_then(|rt| rt.block_on(serve(*args, started))) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("pulse: {err:#}");
+                eprintln!("pulse: {}", one_line(err.as_ref()));
                 ExitCode::FAILURE
             }
         },
         Command::Load(args) => match load(&args) {
-            Ok(summary) if summary.passed => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::from(1),
+            Ok(summary) => ExitCode::from(summary.outcome.exit_code()),
             Err(err) => {
-                eprintln!("pulse load: {err:#}");
+                eprintln!("pulse load: {}", one_line(err.as_ref()));
                 ExitCode::from(2)
             }
         },
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                 }
             }
             Err(err) => {
-                eprintln!("pulse doctor: {err:#}");
+                eprintln!("pulse doctor: {}", one_line(err.as_ref()));
                 ExitCode::from(2)
             }
         },
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("pulse probe: {err}");
+                eprintln!("pulse probe: {}", one_line(&err));
                 ExitCode::FAILURE
             }
         },

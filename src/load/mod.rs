@@ -7,6 +7,7 @@
 //! counts against the server (no coordinated omission). `--rate 0` is closed-loop:
 //! `--concurrency` workers send back to back, for saturation benchmarks.
 
+mod failure;
 pub(crate) mod mix;
 pub(crate) mod report;
 
@@ -20,8 +21,18 @@ use crate::config::rules::RuleError;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+pub use failure::{Failure, FailureCounts};
 pub use mix::{Generator, Mix};
-pub use report::{Stats, Summary};
+pub use report::{Outcome, Stats, Summary};
+
+/// What `pulse load --help` says of its exit codes ([`Outcome::exit_code`]).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  answers came back and the error rate stayed within --max-error-rate (if given)
+  1  the error rate, (5xx + failed) / requests, exceeded --max-error-rate
+  2  bad arguments
+  3  no request got an answer (the summary counts the failures by cause: connection
+     refused, timeout, connection reset...): the target is down or unreachable";
 
 /// `pulse load` output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,7 +65,8 @@ pub struct LoadArgs {
     /// Summary format.
     #[arg(long, env = "PULSE_LOAD_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Exit 1 when (5xx + failed) / requests exceeds this (0..=1).
+    /// Exit 1 when (5xx + failed) / requests exceeds this (0..=1). Whatever it is,
+    /// a run in which no request got an answer exits 3.
     #[arg(long, env = "PULSE_LOAD_MAX_ERROR_RATE", value_parser = crate::config::rules::rate)]
     pub max_error_rate: Option<f64>,
     /// Per-request timeout; a request without an answer by then counts as failed.
@@ -215,11 +227,19 @@ async fn send(
             let outcome = response.bytes().await;
             match outcome {
                 Ok(_) => stats.answered(status, due.elapsed()),
-                Err(_) => stats.failed(due.elapsed()),
+                Err(err) => failed(stats, &err, due),
             }
         }
-        Err(_) => stats.failed(due.elapsed()),
+        Err(err) => failed(stats, &err, due),
     }
+}
+
+fn failed(stats: &Stats, err: &reqwest::Error, due: Instant) {
+    stats.failed(
+        Failure::of(err),
+        || crate::causes::one_line(err),
+        due.elapsed(),
+    );
 }
 
 /// A progress line on a terminal every second; with `--duration forever` and no

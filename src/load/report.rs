@@ -7,13 +7,15 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::failure::{Failure, FailureCounts, FailureStats};
+
 /// Shared counters, updated by every request task.
 #[derive(Debug)]
 pub struct Stats {
     /// Answers by status class, index 0..5 for 1xx..5xx.
     classes: [AtomicU64; 5],
-    /// Requests with no answer (connection error, timeout).
-    failed: AtomicU64,
+    /// Requests with no answer (connection error, timeout), by cause.
+    failures: FailureStats,
     /// Slots that found every connection busy and were skipped.
     missed: AtomicU64,
     /// Latency in microseconds, from the scheduled start to the answer.
@@ -24,7 +26,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             classes: Default::default(),
-            failed: AtomicU64::new(0),
+            failures: FailureStats::default(),
             missed: AtomicU64::new(0),
             // 1 µs to 1 hour at 3 significant digits: these bounds cannot fail.
             latency: Mutex::new(
@@ -42,9 +44,10 @@ impl Stats {
         self.record(latency);
     }
 
-    /// One request without an answer.
-    pub fn failed(&self, latency: Duration) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+    /// One request without an answer, for `cause`; `message` (the error with its
+    /// causes) is read only for the run's first failure.
+    pub fn failed(&self, cause: Failure, message: impl FnOnce() -> String, latency: Duration) {
+        self.failures.record(cause, message);
         self.record(latency);
     }
 
@@ -65,7 +68,7 @@ impl Stats {
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum::<u64>()
-            + self.failed.load(Ordering::Relaxed)
+            + self.failures.total()
     }
 
     /// The summary of a run that sent for `elapsed`.
@@ -76,7 +79,7 @@ impl Stats {
         max_error_rate: Option<f64>,
     ) -> Summary {
         let class = |i: usize| self.classes[i].load(Ordering::Relaxed);
-        let failed = self.failed.load(Ordering::Relaxed);
+        let failed = self.failures.total();
         let requests = self.completed();
         let errors = class(4) + failed;
         let error_rate = if requests == 0 {
@@ -84,6 +87,7 @@ impl Stats {
         } else {
             errors as f64 / requests as f64
         };
+        let outcome = Outcome::of(requests, failed, error_rate, max_error_rate);
         let histogram = crate::sync::lock(&self.latency);
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         let seconds = elapsed.as_secs_f64();
@@ -111,9 +115,46 @@ impl Stats {
                 p99: ms(0.99),
                 max: histogram.max() as f64 / 1000.0,
             },
+            failures: self.failures.counts(),
+            first_failure: self.failures.first(),
             error_rate,
             max_error_rate,
-            passed: max_error_rate.is_none_or(|max| error_rate <= max),
+            outcome,
+            passed: outcome == Outcome::Passed,
+        }
+    }
+}
+
+/// How a run ended, and the exit code it gives `pulse load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Answers came back, and the error rate stayed within `--max-error-rate` (exit 0).
+    Passed,
+    /// The error rate exceeded `--max-error-rate` (exit 1).
+    ErrorRateExceeded,
+    /// No request got an answer: the target is down or unreachable (exit 3), with or
+    /// without `--max-error-rate`.
+    NoAnswer,
+}
+
+impl Outcome {
+    /// `pulse load`'s exit code for this outcome (2 is bad arguments).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Passed => 0,
+            Self::ErrorRateExceeded => 1,
+            Self::NoAnswer => 3,
+        }
+    }
+
+    fn of(requests: u64, failed: u64, error_rate: f64, max_error_rate: Option<f64>) -> Self {
+        if requests == failed {
+            Self::NoAnswer
+        } else if max_error_rate.is_some_and(|max| error_rate > max) {
+            Self::ErrorRateExceeded
+        } else {
+            Self::Passed
         }
     }
 }
@@ -136,7 +177,7 @@ pub struct StatusCounts {
     /// 5xx.
     #[serde(rename = "5xx")]
     pub server_error: u64,
-    /// No answer: connection errors and timeouts.
+    /// No answer: connection errors and timeouts (by cause in [`Summary::failures`]).
     pub failed: u64,
 }
 
@@ -170,11 +211,18 @@ pub struct Summary {
     pub status: StatusCounts,
     /// Latency percentiles.
     pub latency_ms: Latencies,
+    /// The requests without an answer, by cause.
+    pub failures: FailureCounts,
+    /// The first failed request's error with its causes, if any failed.
+    pub first_failure: Option<String>,
     /// (5xx + failed) / requests.
     pub error_rate: f64,
     /// `--max-error-rate`, if given.
     pub max_error_rate: Option<f64>,
-    /// Whether the error rate stayed within `--max-error-rate`.
+    /// How the run ended; it sets the exit code.
+    pub outcome: Outcome,
+    /// Whether the run passed (`outcome` is `passed`, exit 0): answers came back and
+    /// the error rate stayed within `--max-error-rate`.
     pub passed: bool,
 }
 
@@ -196,25 +244,27 @@ impl std::fmt::Display for Summary {
             "status    2xx {}  3xx {}  4xx {}  5xx {}  failed {}",
             s.success, s.redirect, s.client_error, s.server_error, s.failed
         )?;
+        if s.failed > 0 {
+            writeln!(f, "failures  {}", self.failures)?;
+            if let Some(first) = &self.first_failure {
+                writeln!(f, "          first: {first}")?;
+            }
+        }
         let l = &self.latency_ms;
         writeln!(
             f,
             "latency   p50 {:.2}ms  p90 {:.2}ms  p99 {:.2}ms  max {:.2}ms",
             l.p50, l.p90, l.p99, l.max
         )?;
-        match self.max_error_rate {
-            Some(max) => write!(
-                f,
-                "errors    {:.2}% (5xx + failed; max {:.2}%): {}",
-                self.error_rate * 100.0,
-                max * 100.0,
-                if self.passed { "OK" } else { "EXCEEDED" }
-            ),
-            None => write!(
-                f,
-                "errors    {:.2}% (5xx + failed)",
-                self.error_rate * 100.0
-            ),
+        write!(f, "errors    {:.2}% (5xx + failed", self.error_rate * 100.0)?;
+        if let Some(max) = self.max_error_rate {
+            write!(f, "; max {:.2}%", max * 100.0)?;
+        }
+        match (self.outcome, self.max_error_rate) {
+            (Outcome::NoAnswer, _) => write!(f, "): NO ANSWER, no request was answered"),
+            (Outcome::ErrorRateExceeded, _) => write!(f, "): EXCEEDED"),
+            (Outcome::Passed, Some(_)) => write!(f, "): OK"),
+            (Outcome::Passed, None) => write!(f, ")"),
         }
     }
 }
@@ -235,7 +285,11 @@ mod tests {
         for _ in 0..4 {
             stats.answered(503, Duration::from_millis(9));
         }
-        stats.failed(Duration::from_secs(1));
+        stats.failed(
+            Failure::Timeout,
+            || "timed out".to_owned(),
+            Duration::from_secs(1),
+        );
         stats.missed();
         let s = stats.summary(Duration::from_secs(2), 50.0, Some(0.04));
         assert_eq!(s.requests, 100);

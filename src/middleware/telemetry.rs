@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Version, header};
@@ -221,7 +221,7 @@ impl Finish {
             }
         }
 
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let duration_ms = whole_micros_as_ms(elapsed);
         let status = status.as_u16();
         let method = self.method.as_str();
         let route = &*route.route;
@@ -312,4 +312,33 @@ fn protocol_version(version: Version) -> &'static str {
 fn body_size(body: &axum::body::Body) -> u64 {
     let hint = body.size_hint();
     hint.exact().unwrap_or(hint.lower())
+}
+
+/// `elapsed` in milliseconds, rounded to the microsecond: the access line's
+/// `duration_ms`. The clock's nanoseconds times 1000 as an `f64` printed as
+/// `1.0648170000000001` in text logs; a whole number of microseconds over 1000
+/// prints with at most three decimals (`1.065`) in both log formats.
+fn whole_micros_as_ms(elapsed: Duration) -> f64 {
+    (elapsed.as_nanos() as f64 / 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_milliseconds_with_at_most_three_decimals() {
+        for (nanos, text) in [
+            (1_064_817, "1.065"),
+            (49_230, "0.049"),
+            (2_000_000_000, "2000"),
+            (999, "0.001"),
+            (300, "0"),
+        ] {
+            let ms = whole_micros_as_ms(Duration::from_nanos(nanos));
+            assert_eq!(ms.to_string(), text, "{nanos} ns");
+            // Text logs print fields with `{:?}`, which adds `.0` to a whole number.
+            assert_eq!(format!("{ms:?}").trim_end_matches(".0"), text, "{nanos} ns");
+        }
+    }
 }

@@ -229,10 +229,21 @@ fn an_address_in_use_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(
-        stderr.contains("cannot listen on") && stderr.contains("--addr"),
+        lines[0].starts_with(&format!("pulse: cannot listen on {addr} (--addr): ")),
         "{stderr}"
     );
+    // The OS's reason ("Address already in use (os error 98)"), once: the message already
+    // holds it, and printing the error's chain must not repeat it.
+    let line = lines[0].to_lowercase();
+    assert_eq!(
+        line.matches("address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(line.matches("os error").count(), 1, "{stderr}");
 }
 
 #[test]

@@ -3,7 +3,11 @@
 
 use crate::common;
 
+use std::io::Read as _;
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
+use std::thread;
+use std::time::Duration;
 
 use common::Pulse;
 use serde_json::Value;
@@ -108,29 +112,128 @@ fn exits_1_when_the_error_rate_exceeds_the_maximum() {
     assert_eq!(s["status"]["2xx"], s["requests"]);
 }
 
-#[test]
-fn an_unreachable_target_counts_failures() {
-    let closed = format!("http://127.0.0.1:{}", common::free_port());
+/// `pulse load` against `target` with these arguments: (exit code, stdout).
+fn load_at(target: &str, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pulse"))
-        .args([
-            "load",
-            "--target",
-            &closed,
-            "--rate",
-            "50",
-            "--duration",
-            "1s",
-            "--output",
-            "json",
-            "--max-error-rate",
-            "0.1",
-        ])
+        .args(["load", "--target", target])
+        .args(args)
         .output()
         .unwrap();
-    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(s["status"]["failed"], s["requests"]);
-    assert!(s["requests"].as_u64().unwrap() >= 45);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A loopback port nothing listens on, held for as long as the socket lives: bound
+/// but not listening, so connecting is refused and no other test's server takes it
+/// (a port merely found free may be taken by a server started meanwhile).
+fn refused_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+#[test]
+fn a_dead_target_exits_3_and_says_the_connections_were_refused() {
+    let (_held, port) = refused_port();
+    let closed = format!("http://127.0.0.1:{port}");
+    // With or without --max-error-rate: nothing answered is a failed run either way.
+    for max in [None, Some("0.1")] {
+        let mut args = vec!["--rate", "50", "--duration", "1s", "--output", "json"];
+        args.extend(max.iter().flat_map(|m| ["--max-error-rate", m]));
+        let (code, stdout) = load_at(&closed, &args);
+        let s: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(code, Some(3), "{s}");
+        assert_eq!(s["status"]["failed"], s["requests"]);
+        assert!(s["requests"].as_u64().unwrap() >= 45);
+        assert_eq!(s["failures"]["connection_refused"], s["requests"], "{s}");
+        assert_eq!(
+            (s["outcome"].as_str(), s["passed"].as_bool()),
+            (Some("no_answer"), Some(false))
+        );
+        let first = s["first_failure"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        assert!(first.contains("connection refused"), "{first}");
+    }
+    let (code, text) = load_at(&closed, &["--rate", "20", "--duration", "500ms"]);
+    assert_eq!(code, Some(3));
+    let failures = text
+        .lines()
+        .find(|l| l.starts_with("failures"))
+        .unwrap_or_default();
+    assert!(
+        failures.starts_with("failures  connection refused "),
+        "the summary names the cause: {text}"
+    );
+    assert!(text.contains("no request was answered"), "{text}");
+}
+
+/// A TCP server on a free port that treats each connection with `handle`, in a
+/// thread per connection, for as long as the test process lives.
+fn misbehaving(handle: fn(TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || handle(stream));
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn failures_are_counted_by_cause() {
+    // Accepted, never answered.
+    let silent = misbehaving(|stream| {
+        thread::sleep(Duration::from_secs(5));
+        drop(stream);
+    });
+    // Closed with the request unread: the kernel answers with a reset.
+    let reset = misbehaving(|stream| {
+        let _ = stream.peek(&mut [0u8; 1]);
+        drop(stream);
+    });
+    // The request read whole, then closed without an answer.
+    let closed = misbehaving(|mut stream| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        drop(stream);
+    });
+    for (target, cause) in [
+        (silent, "timeout"),
+        (reset, "connection_reset"),
+        (closed, "connection_closed"),
+    ] {
+        let (code, stdout) = load_at(
+            &target,
+            &[
+                "--rate",
+                "20",
+                "--duration",
+                "500ms",
+                "--mix",
+                "users",
+                "--timeout",
+                "300ms",
+                "--output",
+                "json",
+            ],
+        );
+        let s: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(code, Some(3), "{cause}: {s}");
+        assert!(s["requests"].as_u64().unwrap() >= 5, "{s}");
+        assert_eq!(
+            s["failures"][cause], s["requests"],
+            "every failure a {cause}: {s}"
+        );
+    }
 }
 
 #[test]
@@ -158,9 +261,12 @@ fn json_output_has_the_documented_schema() {
             "achieved_rate",
             "duration_seconds",
             "error_rate",
+            "failures",
+            "first_failure",
             "latency_ms",
             "max_error_rate",
             "missed_slots",
+            "outcome",
             "passed",
             "requests",
             "status",
@@ -172,6 +278,19 @@ fn json_output_has_the_documented_schema() {
         ["1xx", "2xx", "3xx", "4xx", "5xx", "failed"]
     );
     assert_eq!(keys(&s["latency_ms"]), ["max", "p50", "p90", "p99"]);
+    assert_eq!(
+        keys(&s["failures"]),
+        [
+            "connect",
+            "connection_closed",
+            "connection_refused",
+            "connection_reset",
+            "other",
+            "timeout"
+        ]
+    );
+    assert_eq!(s["first_failure"], Value::Null, "nothing failed");
+    assert_eq!(s["outcome"], "passed");
     for number in [
         "achieved_rate",
         "duration_seconds",

@@ -172,3 +172,53 @@ fn a_stalled_stdout_does_not_stall_requests_and_dropped_lines_are_counted() {
         "reported once on stderr: {stderr:?}"
     );
 }
+
+/// The `duration_ms` values of the access lines, as written (text or JSON).
+fn written_durations(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.contains("request"))
+        .filter_map(|l| {
+            let at = l.find("duration_ms")? + "duration_ms".len();
+            // `duration_ms=1.065` in text, `"duration_ms":1.065` in JSON.
+            let value = l[at..].trim_start_matches(['"', '=', ':']);
+            let end = value
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(value.len());
+            Some(value[..end].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn durations_are_written_to_the_microsecond_in_text_and_json_logs() {
+    for format in ["text", "json"] {
+        let pulse = Pulse::start_with_env(&[], &[("PULSE_LOG_FORMAT", format)]);
+        let http = client();
+        for path in ["/api/users", "/status/201", "/delay/0.01"] {
+            assert!(
+                http.get(pulse.url(path))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .is_success()
+            );
+        }
+        thread::sleep(Duration::from_millis(300));
+        let durations = written_durations(&pulse.lines());
+        assert!(durations.len() >= 3, "{format}: {:?}", pulse.lines());
+        for written in &durations {
+            let decimals = written.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(
+                decimals <= 3 && written.parse::<f64>().is_ok(),
+                "{format}: duration_ms={written}, expected milliseconds with at most 3 decimals"
+            );
+        }
+        assert!(
+            durations
+                .iter()
+                .any(|d| d.parse::<f64>().unwrap_or(0.0) >= 10.0),
+            "{format}: /delay/0.01 took 10 ms or more: {durations:?}"
+        );
+    }
+}

@@ -12,6 +12,8 @@ The chart passes its `config.*` values to Pulse as PULSE_* environment variables
   schema and refuses at start (exit code 2, a message naming the flag) the value just past it, both given
   the way the chart gives them (the environment variable, in the chart's units). Where the schema sets
   no maximum, the binary accepts a very large value.
+- documentation: every flag of `pulse serve --help` has a row in the flag tables of README.md and
+  docs/configuration.md, naming its environment variable and its default.
 """
 
 from __future__ import annotations
@@ -240,3 +242,35 @@ def test_the_schema_range_is_what_the_binary_accepts(key, value, accepted):
             f"{var}={value}: exit code {proc.returncode}, expected {expected}: {stderr.strip()}"
         first = stderr.strip().splitlines()[0] if stderr.strip() else ""
         assert flag in first, f"{var}={value}: the message does not name {flag}: {first!r}"
+
+
+# --- the documented flag tables -----------------------------------------------------------------
+
+def flag_table(doc: str) -> dict[str, tuple[str, str]]:
+    """The first table of `doc` whose rows start with a flag: flag -> (environment cell, default cell)."""
+    rows = {}
+    for line in (pc.ROOT / doc).read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        if len(cells) >= 4 and (flag := re.fullmatch(r"`(--[a-z0-9-]+)`", cells[0])):
+            rows.setdefault(flag[1], (cells[1], cells[2]))
+        elif rows and not line.startswith("|"):
+            break  # the end of the first flag table (the serve flags; `pulse load`'s come later)
+    return rows
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/configuration.md"])
+def test_every_serve_flag_is_in_the_documented_table_with_its_variable_and_default(doc):
+    table = flag_table(doc)
+    problems = []
+    for var, flag in sorted(flags().items(), key=lambda item: item[1]["flag"]):
+        row = table.get(flag["flag"])
+        if row is None:
+            problems.append(f"{flag['flag']} has no row")
+            continue
+        environment, default = row
+        if f"`{var}`" not in environment:
+            problems.append(f"{flag['flag']}: the row names {environment}, not `{var}`")
+        expected = flag["default"] if flag["default"] is not None else ("false" if not flag["takes_value"] else None)
+        if expected is not None and default.strip("`") != expected:
+            problems.append(f"{flag['flag']}: the row's default is {default}, `pulse serve --help` says {expected!r}")
+    assert problems == [], f"{doc}'s flag table and `pulse serve --help` differ:\n" + "\n".join(problems)

@@ -69,6 +69,81 @@ def test_make_help_expands_the_variables_it_mentions():
     assert "Build the container image registry.example/pulse:1.2" in result.stdout
 
 
+# --- make grafana / make prometheus without a cluster ---------------------------------------------
+
+# kubectl as far as these targets use it, reading the context from $KUBECONFIG; every call is logged.
+FAKE_KUBECTL = r"""echo "$*" >> "$KUBECTL_LOG"
+context=$(sed -n 's/^current-context: *//p' "$KUBECONFIG" 2>/dev/null)
+case "$*" in
+  "config current-context")
+    [ -n "$context" ] || { echo "error: current-context is not set" >&2; exit 1; }
+    echo "$context" ;;
+  *" get svc "*)
+    for svc in $SERVICES; do case "$*" in *" get svc $svc "*) echo "service/$svc"; exit 0 ;; esac; done
+    echo "Error from server (NotFound): services \"${*##* get svc }\" not found" | sed 's/ -o name//' >&2; exit 1 ;;
+  *" get secret "*) echo cHc= ;;
+  *) echo "kubectl $*: must not run" >&2; exit 99 ;;
+esac
+"""
+# A kubectl that logs its calls, then runs the real one.
+RECORDING_KUBECTL = 'echo "$*" >> "$KUBECTL_LOG"\nexec {real} "$@"\n'
+PORT_FORWARDS = {"grafana": "pulse-grafana", "prometheus": "pulse-kps-prometheus"}
+
+
+def make_port_forward(tmp_path, target: str, kubeconfig: str, kubectl: str, services: str = ""):
+    """`make TARGET` with this kubeconfig and kubectl: (result, kubectl's calls)."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(kubeconfig)
+    log = tmp_path / "kubectl.log"
+    path = bin_dir(tmp_path, "bash", "dirname", "sed", "grep", "tail", "base64", fakes={"kubectl": kubectl})
+    result = subprocess.run([shutil.which("make"), "-s", target], capture_output=True, text=True, cwd=ROOT,
+                            env={"PATH": path, "HOME": str(tmp_path), "KUBECONFIG": str(config),
+                                 "KUBECTL_LOG": str(log), "SERVICES": services}, timeout=60)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result, calls
+
+
+def kubectl_fakes():
+    yield pytest.param(FAKE_KUBECTL, id="fake-kubectl")
+    real = shutil.which("kubectl")
+    yield pytest.param(RECORDING_KUBECTL.format(real=real), id="real-kubectl",
+                       marks=pytest.mark.skipif(real is None, reason="kubectl is not installed"))
+
+
+@pytest.mark.parametrize("kubectl", list(kubectl_fakes()))
+@pytest.mark.parametrize("target", sorted(PORT_FORWARDS))
+def test_make_port_forward_targets_stop_without_a_kube_context(tmp_path, target, kubectl):
+    """An empty kubeconfig: one line saying so, and kubectl is asked for nothing but the context (never
+    the default http://localhost:8080 a kubectl without a context talks to)."""
+    result, calls = make_port_forward(tmp_path, target, "", kubectl)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
+    assert errors == ["error: kubectl has no current context (no cluster configured): run make kind-up, "
+                      "or pick one with kubectl config use-context NAME"], result.stderr
+    assert calls == ["config current-context"], "kubectl was asked for more than the context"
+    assert "must not run" not in result.stderr
+
+
+@pytest.mark.parametrize("target", sorted(PORT_FORWARDS))
+def test_make_port_forward_targets_stop_when_the_service_is_missing(tmp_path, target):
+    result, calls = make_port_forward(tmp_path, target, "current-context: lab\n", FAKE_KUBECTL)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
+    service = PORT_FORWARDS[target]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: no Service {service} in namespace monitoring of kube context 'lab' (make kind-up first, or set "
+        "NAMESPACE): kubectl says: Error from server (NotFound)"), result.stderr
+    assert not any("port-forward" in call or "secret" in call for call in calls), calls
+
+
+@pytest.mark.parametrize("target", sorted(PORT_FORWARDS))
+def test_make_port_forward_targets_forward_when_the_service_is_there(tmp_path, target):
+    service = PORT_FORWARDS[target]
+    result, calls = make_port_forward(tmp_path, target, "current-context: lab\n", FAKE_KUBECTL, services=service)
+    assert calls[-1].startswith(f"-n monitoring port-forward svc/{service} "), calls
+    assert f"kubectl {calls[-1]}: must not run" in result.stderr  # the fake's answer to the port-forward
+
+
 # --- the lab scripts with any release name ------------------------------------------------------
 
 def script_selector(release: str) -> dict[str, str]:
