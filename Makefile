@@ -13,7 +13,7 @@ RELEASE      ?= pulse
 IMAGE        ?= pulse:dev
 export KIND_CLUSTER NAMESPACE RELEASE IMAGE
 
-.PHONY: help run test lint fmt-check clippy module-cycles code-size test-rust test-python python-tools deps build \
+.PHONY: help run test lint fmt-check clippy module-cycles code-size workflows test-rust test-python python-tools deps build \
         dashboards manifests image kind-up kind-down grafana prometheus e2e load bench profile scrape-latency doctor
 
 help: ## List targets
@@ -32,7 +32,7 @@ test: ## Everything CI runs: fmt check, clippy -D warnings, all tests
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-python
 
-lint: fmt-check clippy module-cycles code-size ## Formatting and clippy, warnings are errors; no import cycle in src/; no file over 400 lines, no function over 80
+lint: fmt-check clippy module-cycles code-size workflows ## Formatting and clippy, warnings are errors; no import cycle in src/; no file over 400 lines, no function over 80; the GitHub workflows through zizmor and their schema
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -47,6 +47,15 @@ module-cycles:
 
 code-size:
 	$(PYTHON) scripts/code-size.py
+
+# Every GitHub workflow through zizmor (unpinned actions, excessive permissions, template injection;
+# --offline: its audits that ask GitHub's API are skipped) and check-jsonschema's built-in workflow
+# schema. Both come from requirements-dev.txt: under `make test`'s -j2, make installs the venv once,
+# for this and for python-tools. Neither can run a workflow: what they miss is in README's "Releasing".
+WORKFLOWS := $(wildcard .github/workflows/*.yaml .github/workflows/*.yml)
+workflows: $(VENV)/.installed
+	$(VENV)/bin/zizmor --offline --quiet $(WORKFLOWS)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 
 deps: ## Check the external tools the tests use
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus (or run .ci/run)"; exit 1; }

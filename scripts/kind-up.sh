@@ -17,10 +17,10 @@ make -C "$ROOT" image IMAGE="$IMAGE"
 kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"
 
 # The lab installs the stack chart: Pulse's chart (from this checkout) plus kube-prometheus-stack.
+# It runs the image built above, never the published one (ghcr.io/pulse-observability/pulse, the
+# chart's default): the lab tests this working tree. The --set-string lines below name it.
 stack="$ROOT/charts/pulse-stack"
-helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update >/dev/null
-helm repo add grafana-community https://grafana-community.github.io/helm-charts --force-update >/dev/null
-helm repo add open-telemetry https://open-telemetry.github.io/opentelemetry-helm-charts --force-update >/dev/null
+"$ROOT/scripts/chart-repos.sh" "$stack"
 helm dependency build "$stack"
 
 # The image id as a pod annotation: a rebuilt image rolls the pods even though the tag stays "dev".

@@ -406,12 +406,45 @@ def test_requests_and_limits_are_set_by_default():
     assert {"cpu", "memory"} <= resources["limits"].keys()
 
 
-def test_app_version_is_the_crate_version():
-    chart = yaml.safe_load((pc.CHART / "Chart.yaml").read_text())
+def release_image() -> str:
+    """The repository the release workflow pushes the image to."""
+    return yaml.safe_load((ROOT / ".github" / "workflows" / "release.yaml").read_text())["env"]["IMAGE"]
+
+
+def test_the_crate_version_app_version_and_default_image_are_one_fact():
+    """A fresh `helm install` pulls the image the release of this very version pushed: the tag is the
+    chart's appVersion, which is the crate version, and the repository is the release workflow's."""
     crate = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
-    assert chart["appVersion"] == crate
-    image = container(pulse_deployment(pc.render_objects({})))["image"]
-    assert image == f"pulse:{crate}"
+    assert yaml.safe_load((pc.CHART / "Chart.yaml").read_text())["appVersion"] == crate
+    assert yaml.safe_load((pc.STACK / "Chart.yaml").read_text())["appVersion"] == crate
+    assert release_image() == "ghcr.io/pulse-observability/pulse"
+    for objects in (pc.render_objects({}), pc.render_objects({}, name="pulse", chart=pc.STACK)):
+        deployment = pulse_deployment(objects)
+        assert container(deployment)["image"] == f"{release_image()}:{crate}"
+        assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == crate
+    manifests = (ROOT / "manifests" / "pulse.yaml").read_text()
+    assert f"image: {release_image()}:{crate}" in manifests
+
+
+def test_the_kind_lab_runs_the_locally_built_image_never_the_published_one():
+    """`make kind-up` tests the working tree: it builds $(IMAGE) (pulse:dev), loads it into the node
+    and installs with that image and pullPolicy Never, for both Pulses of the lab."""
+    values = pc.load_values("kind")
+    default_image = re.search(r"^IMAGE\s*\?=\s*(\S+)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    assert default_image == "pulse:dev"
+    assert "IMAGE=${IMAGE:-pulse:dev}" in (ROOT / "scripts" / "lib.sh").read_text()
+    repository, tag = default_image.split(":")
+    objects = pc.render_objects(values, name="pulse", chart=pc.STACK)
+    for pulse in ("pulse", "pulse-backend"):
+        assert values[pulse]["image"] == {"repository": repository, "tag": tag, "pullPolicy": "Never"}
+    images = {container(d)["image"] for d in kinds(objects, "Deployment")
+              if container(d)["name"] == "pulse" or d["metadata"]["name"].endswith("loadgen")}
+    assert images == {default_image}
+    assert not any(release_image() in str(d) for d in kinds(objects, "Deployment"))
+    # kind-up.sh also names $IMAGE on the command line, so IMAGE=other:tag make kind-up is followed.
+    kind_up = (ROOT / "scripts" / "kind-up.sh").read_text()
+    for pulse in ("pulse", "pulse-backend"):
+        assert f'{pulse}.image.repository="${{IMAGE%:*}}",{pulse}.image.tag="${{IMAGE##*:}}"' in kind_up
 
 
 def test_the_load_generator_renders_only_when_enabled_and_targets_the_service():

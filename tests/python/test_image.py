@@ -309,3 +309,77 @@ def test_the_built_binary_reports_the_revision_build_argument(build):
         assert server.json("/version")["revision"] == REVISION
     finally:
         server.stop()
+
+
+# --- cross-compilation (the release's linux/arm64 image) ----------------------------------------
+
+def cross_step() -> tuple[list[str], str]:
+    """(the build stage's SHELL, its RUN that sets the Rust target up)."""
+    _, stages = split_stages(instructions())
+    (_, _, steps), = [s for s in stages if s[0] == build_stage_name(stages)]
+    shell = next((json.loads(s["value"]) for s in steps if s["instruction"] == "SHELL"), ["/bin/sh", "-c"])
+    (run,) = [s["value"] for s in steps if s["instruction"] == "RUN" and "rustup target add" in s["value"]]
+    return shell, run
+
+
+def run_cross_step(tmp_path: Path, target_arch: str, build_arch: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """The step as BuildKit runs it for TARGETARCH on a BUILDARCH builder, with apt-get and rustup
+    replaced by fakes that log their arguments (nothing is installed here)."""
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    for tool in ("apt-get", "rustup"):
+        (fakes / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path / "calls.log"}\n')
+        (fakes / tool).chmod(0o755)
+    workdir = tmp_path / "src"
+    workdir.mkdir()
+    shell, command = cross_step()
+    env = {**host_env(), "PATH": f"{fakes}:{os.environ['PATH']}", "TARGETARCH": target_arch, "BUILDARCH": build_arch}
+    result = subprocess.run([*shell, command], cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+    return result, tmp_path
+
+
+def host_triple() -> str:
+    return re.search(r"^host: (\S+)$", subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout, re.M)[1]
+
+
+def test_an_arm64_image_is_cross_compiled_with_debians_cross_gcc(tmp_path):
+    import tomllib
+    result, root = run_cross_step(tmp_path, "arm64", "amd64")
+    assert result.returncode == 0, result.stderr
+    calls = (root / "calls.log").read_text().splitlines()
+    assert "rustup target add aarch64-unknown-linux-gnu" in calls
+    (install,) = [c for c in calls if c.startswith("apt-get install")]
+    assert {"gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "--no-install-recommends"} <= set(install.split())
+    config = tomllib.loads((root / "src" / ".cargo" / "config.toml").read_text())
+    assert config["build"]["target"] == "aarch64-unknown-linux-gnu"
+    assert config["target"]["aarch64-unknown-linux-gnu"]["linker"] == "aarch64-linux-gnu-gcc"
+    # ring's and psm's build scripts compile C and assembly with the cc crate, which reads these.
+    assert config["env"] == {"CC_aarch64_unknown_linux_gnu": "aarch64-linux-gnu-gcc",
+                             "AR_aarch64_unknown_linux_gnu": "aarch64-linux-gnu-ar"}
+    assert not (root / "src" / ".cargo-cross.toml").exists()
+
+
+def test_a_native_build_installs_nothing_and_targets_the_host(tmp_path):
+    result, root = run_cross_step(tmp_path, "amd64", "amd64")
+    assert result.returncode == 0, result.stderr
+    assert not (root / "calls.log").exists(), "no cross toolchain for a native build"
+    config = (root / "src" / ".cargo" / "config.toml").read_text()
+    assert config == f'[build]\ntarget = "{host_triple()}"\n'
+
+
+def test_an_architecture_without_a_cross_toolchain_is_refused(tmp_path):
+    result, _ = run_cross_step(tmp_path, "riscv64", "amd64")
+    assert result.returncode == 1
+    assert "no cross toolchain for TARGETARCH=riscv64 (amd64 and arm64 are built)" in result.stderr
+
+
+def test_the_image_copies_the_binary_of_the_configured_target():
+    """The last build step copies target/<the configured triple>/release/pulse to the path the final
+    stage copies from: a cross build's binary, not the builder's."""
+    _, stages = split_stages(instructions())
+    (_, _, steps), = [s for s in stages if s[0] == build_stage_name(stages)]
+    last_run = [s["value"] for s in steps if s["instruction"] == "RUN"][-1]
+    assert 'cp "target/$triple/release/pulse" pulse' in last_run
+    assert "s/^target = " in last_run and ".cargo/config.toml" in last_run
+    assert "--from=build /src/pulse /usr/local/bin/pulse" in " ".join(
+        s["value"] for s in stages[-1][2] if s["instruction"] == "COPY")
