@@ -174,7 +174,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_FAULT_DELAY_MAX", default_value = defaults::FAULT_DELAY_MAX, value_parser = rules::fault_delay)]
     pub fault_delay_max: Duration,
 
-    /// Also record probes and `/metrics` in the `http_*` and `app_requests_total` series.
+    /// Also record probes, `/metrics` and `/stats` in the `http_*` and `app_requests_total` series.
     #[arg(long, env = "PULSE_INSTRUMENT_PROBES", default_value_t = false)]
     pub instrument_probes: bool,
 
