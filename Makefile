@@ -64,6 +64,7 @@ deps: ## Check the external tools the tests use
 	@command -v npm >/dev/null || { echo "node/npm missing: apt-get install nodejs npm (or run .ci/run)"; exit 1; }
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ -n "$$PULSE_TEST_DATABASE_URL" ] || { echo "PostgreSQL missing: apt-get install postgresql (or run .ci/run)"; exit 1; }
 	@command -v redis-server >/dev/null || [ -n "$$PULSE_TEST_REDIS_URL" ] || { echo "Redis missing: apt-get install redis-server (or run .ci/run)"; exit 1; }
+	@command -v chromium >/dev/null || command -v google-chrome >/dev/null || { echo "chromium missing: apt-get install chromium (or run .ci/run)"; exit 1; }
 
 # The same command builds the binary the Python tests run (TEST_BUILD below).
 # PULSE_TEST_ALL: every suite must run here (a missing PostgreSQL or promtool fails it instead of leaving
@@ -110,7 +111,7 @@ python-tools: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(QUERY_GRAMMARS)
 PYTEST_WORKERS ?= 2
 test-python: deps python-tools ## Python checks: OpenAPI + fuzzing, the Helm chart, Checkov, the Dockerfile (lint, build stage)
 	@bin=$$($(TEST_BUILD)) && echo "PULSE_BIN=$$bin" && \
-	  PULSE_BIN=$$bin CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh scripts/with-redis.sh \
+	  PULSE_BIN=$$bin PULSE_TEST_ALL=1 CHECKOV=$(CHECKOV_VENV)/bin/checkov scripts/with-postgres.sh scripts/with-redis.sh \
 	    $(VENV)/bin/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile tests/python
 
 # --- chart sources ---------------------------------------------------------------------------------

@@ -170,7 +170,13 @@ impl App {
             settings: Arc::new(settings),
             metrics,
             readiness: Arc::new(Readiness::default()),
-            info: Arc::new(ServiceInfo::new(service_name, build, &pod, started)),
+            info: Arc::new(ServiceInfo::new(
+                service_name,
+                build,
+                &pod,
+                started,
+                args.ui(),
+            )),
             backend: Arc::new(Backend::new(args)),
         };
         let http = HttpConfig::from(args);

@@ -189,6 +189,19 @@ mod tests {
     }
 
     #[test]
+    fn the_help_lists_every_ui_colour_name() {
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_long_help().to_string();
+        let (_, after) = help
+            .split_once("--ui-color")
+            .expect("--ui-color in the help");
+        let ui_color = after.split("--ui-message").next().unwrap_or_default();
+        for name in crate::config::ui::ColorName::ALL {
+            assert!(ui_color.contains(name.as_str()), "{}", name.as_str());
+        }
+    }
+
+    #[test]
     fn probe_takes_a_url() {
         let cli = Cli::try_parse_from(["pulse", "probe", "http://127.0.0.1:8080/healthz"]).unwrap();
         match cli.into_command() {

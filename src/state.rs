@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use crate::BuildInfo;
 use crate::backend::Backend;
 use crate::config::PodIdentity;
+use crate::config::ui::UiSettings;
 use crate::readiness::{NotReady, Readiness};
 use crate::settings::LiveSettings;
 use crate::store::Store;
@@ -38,6 +39,11 @@ pub struct ServiceInfo {
     /// Monotonic start, for uptime.
     #[serde(skip)]
     pub started: Instant,
+    /// The colour and message of the page `GET /` answers a browser. Here rather
+    /// than a field of [`AppState`] of its own: every handler's state is a clone of
+    /// `AppState`, and one more `Arc` would be one more atomic count per request.
+    #[serde(skip)]
+    pub ui: UiSettings,
 }
 
 fn rfc3339<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -47,7 +53,13 @@ fn rfc3339<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Erro
 impl ServiceInfo {
     /// This process: `name` is the service name the telemetry resource uses, so
     /// both always agree.
-    pub fn new(name: String, build: BuildInfo, pod: &PodIdentity, started: Instant) -> Self {
+    pub fn new(
+        name: String,
+        build: BuildInfo,
+        pod: &PodIdentity,
+        started: Instant,
+        ui: UiSettings,
+    ) -> Self {
         Self {
             name,
             build,
@@ -57,6 +69,7 @@ impl ServiceInfo {
             node: pod.node.clone(),
             started_at: SystemTime::now() - started.elapsed(),
             started,
+            ui,
         }
     }
 }

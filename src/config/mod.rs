@@ -6,6 +6,7 @@
 //! process at start with one line naming the flag and the accepted range.
 
 pub mod rules;
+pub mod ui;
 pub mod urls;
 
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ pub(crate) mod defaults {
     /// `--cache-timeout`: a healthy Redis answers in well under a millisecond; past
     /// this, the read goes to PostgreSQL instead of waiting.
     pub const CACHE_TIMEOUT: &str = "50ms";
+    /// `--ui-color`.
+    pub const UI_COLOR: &str = super::ui::DEFAULT_COLOR;
 }
 
 /// Log line format.
@@ -171,7 +174,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_FAULT_DELAY_MAX", default_value = defaults::FAULT_DELAY_MAX, value_parser = rules::fault_delay)]
     pub fault_delay_max: Duration,
 
-    /// Also record probes and `/metrics` in the `http_*` and `app_requests_total` series.
+    /// Also record probes, `/metrics` and `/stats` in the `http_*` and `app_requests_total` series.
     #[arg(long, env = "PULSE_INSTRUMENT_PROBES", default_value_t = false)]
     pub instrument_probes: bool,
 
@@ -232,9 +235,28 @@ pub struct ServeArgs {
     /// through to PostgreSQL and a write's invalidation is counted as failed.
     #[arg(long, env = "PULSE_CACHE_TIMEOUT", default_value = defaults::CACHE_TIMEOUT, value_parser = rules::positive_duration)]
     pub cache_timeout: Duration,
+
+    /// Colour of the page `GET /` answers a browser: `#rgb`, `#rrggbb` or a name
+    /// (black, blue, gray, green, orange, pink, purple, red, teal, white, yellow),
+    /// so that two versions can be told apart during a rollout.
+    #[arg(long, env = "PULSE_UI_COLOR", default_value = defaults::UI_COLOR, value_parser = ui::ui_color)]
+    pub ui_color: ui::UiColor,
+
+    /// A line of text on that page (at most 200 characters), e.g. `canary v2`;
+    /// shown as text, never as HTML.
+    #[arg(long, env = "PULSE_UI_MESSAGE", value_parser = ui::ui_message)]
+    pub ui_message: Option<ui::UiMessage>,
 }
 
 impl ServeArgs {
+    /// What the page `GET /` answers a browser shows besides the identity.
+    pub fn ui(&self) -> ui::UiSettings {
+        ui::UiSettings {
+            color: self.ui_color.clone(),
+            message: self.ui_message.clone(),
+        }
+    }
+
     /// The database to use: `--database-url` (`PULSE_DATABASE_URL`), else the
     /// standard `DATABASE_URL`, else none (the in-memory store).
     pub fn database(&self) -> Result<Option<urls::DatabaseUrl>, rules::RuleError> {
@@ -287,6 +309,8 @@ impl Default for ServeArgs {
             redis_url: None,
             cache_ttl: duration(defaults::CACHE_TTL),
             cache_timeout: duration(defaults::CACHE_TIMEOUT),
+            ui_color: ui::UiSettings::default().color,
+            ui_message: None,
         }
     }
 }

@@ -92,6 +92,20 @@ pub enum RuleError {
     /// Not a `pulse load` rate.
     #[error("expected requests per second from 0 (unlimited) to 1000000")]
     RequestRate,
+    /// Not a `--ui-color`.
+    #[error("{given:?} is not a colour: expected #rgb, #rrggbb or one of {names}")]
+    UiColor {
+        /// What was given.
+        given: String,
+        /// The names accepted, comma-separated.
+        names: String,
+    },
+    /// A `--ui-message` too long.
+    #[error("must be at most {max} characters")]
+    UiMessageTooLong {
+        /// The most accepted.
+        max: usize,
+    },
     /// A directive `EnvFilter` refuses (its message).
     #[error("{0}; expected an EnvFilter directive such as info or pulse=debug")]
     Filter(String),

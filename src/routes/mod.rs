@@ -13,6 +13,7 @@ pub(crate) mod info;
 pub(crate) mod legacy;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
+pub(crate) mod page;
 pub(crate) mod rendered;
 pub(crate) mod users;
 
@@ -101,11 +102,13 @@ fn ops_routes() -> OpenApiRouter<AppState> {
         .merge(probe_routes())
 }
 
-/// Probes and the scrape: asked every few seconds by machines, so left out of the
-/// `http_*` and `app_requests_total` series unless `--instrument-probes` is set
-/// (they would drown the workload's numbers).
+/// Probes, the scrape and the page's counters (`/stats`): asked every few seconds
+/// by machines or an open page, so left out of the `http_*` and
+/// `app_requests_total` series unless `--instrument-probes` is set (they would
+/// drown the workload's numbers, and the page would count its own polls).
 fn probe_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(info::stats))
         .routes(routes!(health::healthz))
         .routes(routes!(health::health_live))
         .routes(routes!(health::readyz))

@@ -5,6 +5,9 @@
 /// The exported name of the request duration histogram, the one with exemplars.
 pub const HTTP_DURATION_FAMILY: &str = "http_request_duration_seconds";
 
+/// The exported name of the request counter (`method`, `route`, `status`).
+pub const HTTP_REQUESTS_FAMILY: &str = "http_requests_total";
+
 /// Latency buckets in seconds. A latency SLO's threshold must be one of them.
 pub const DURATION_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -571,6 +571,7 @@ async fn openapi_lists_every_contract_route() {
         ("post", "/readyz/disable"),
         ("get", "/metrics"),
         ("get", "/openapi.json"),
+        ("get", "/stats"),
         ("get", "/api/users"),
         ("post", "/api/users"),
         ("get", "/api/users/{id}"),

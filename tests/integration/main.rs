@@ -22,6 +22,7 @@ mod load;
 mod logs;
 mod metrics;
 mod otlp;
+mod page;
 mod postgres;
 mod serve;
 mod settings;

@@ -91,10 +91,12 @@ def pytest_terminal_summary(terminalreporter):
 class PulseProcess(Pulse):
     """A `pulse` process on a fixed loopback port; `restart()` replaces it with a new process."""
 
-    def __init__(self, port: int | None = None, env: dict[str, str] | None = None, binary: str | None = None):
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None, binary: str | None = None,
+                 args: list[str] | None = None):
         super().__init__(port or free_port())
         self.port = int(self.base.rsplit(":", 1)[1])
         self.env = env or {}
+        self.args = args or []
         self.binary = binary or BINARY
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -102,7 +104,7 @@ class PulseProcess(Pulse):
     def start(self) -> None:
         # Flags win over PULSE_* variables, so the address is always ours.
         self.proc = subprocess.Popen(
-            [self.binary, "--addr", f"127.0.0.1:{self.port}", "--shutdown-delay", "0s"],
+            [self.binary, "--addr", f"127.0.0.1:{self.port}", "--shutdown-delay", "0s", *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PULSE_KUBE": "off", **self.env},

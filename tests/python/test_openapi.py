@@ -30,3 +30,22 @@ def test_every_documented_get_answers_a_documented_status(pulse):
         assert str(status) in documented or "default" in documented, (path, status, documented)
         checked += 1
     assert checked >= 15
+
+
+def test_every_media_type_documented_for_a_get_is_what_that_accept_gets(pulse):
+    """Where a GET documents more than one media type (`/` its JSON and the page for people as
+    `text/html`, `/metrics` its two formats), asking for each one with `Accept` gets that one."""
+    spec = pulse.json("/openapi.json")
+    checked = set()
+    for path, operations in spec["paths"].items():
+        content = operations.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
+        if len(content) < 2:
+            continue
+        for media_type in content:
+            status, headers, _ = pulse.request("GET", path, headers={"Accept": media_type})
+            assert status == 200, (path, media_type)
+            got, wanted = headers["content-type"].split(";")[0], media_type.split(";")[0]
+            assert got == wanted, (path, media_type, headers["content-type"])
+            assert headers.get("vary", "").lower() == "accept", (path, headers)
+            checked.add((path, wanted))
+    assert {("/", "application/json"), ("/", "text/html")} <= checked

@@ -19,6 +19,7 @@ mod control;
 mod db;
 mod http;
 mod observed;
+mod totals;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,7 @@ pub use self::client::{ClientCall, ClientMetrics, ClientOutcome};
 pub use self::control::ControlMetrics;
 pub use self::db::{DbMetrics, PoolState};
 pub use self::http::HttpMetrics;
+pub use self::totals::RequestTotals;
 
 use super::TelemetryError;
 use super::labels::{CacheEntity, CacheResult, KubeOperation, MetricLabel, ReloadResult};
@@ -207,6 +209,12 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
         Ok(buffer)
+    }
+
+    /// The totals of `http_requests_total` now. Gathers every family, as a scrape
+    /// does: for a caller that asks every few seconds, never per request.
+    pub fn request_totals(&self) -> RequestTotals {
+        RequestTotals::from_families(&self.registry.gather())
     }
 
     /// Encodes every metric in OpenMetrics 1.0.0, with the request duration's
