@@ -23,6 +23,7 @@ mod logs;
 mod metrics;
 mod otlp;
 mod postgres;
+mod protobuf;
 mod serve;
 mod settings;
 mod shutdown;
