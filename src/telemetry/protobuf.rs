@@ -212,3 +212,53 @@ fn exemplar(kept: Exemplar) -> proto::Exemplar {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus::proto::{Bucket, Histogram};
+
+    use super::super::native::NativeHistogram;
+    use super::*;
+
+    /// A classic histogram read a moment after its native one: a request finished in between.
+    fn classic(count: u64) -> Metric {
+        let mut bucket = Bucket::default();
+        bucket.set_upper_bound(0.005);
+        bucket.set_cumulative_count(count);
+        let mut histogram = Histogram::default();
+        histogram.set_sample_count(count);
+        histogram.set_sample_sum(0.01);
+        histogram.set_bucket(vec![bucket]);
+        let mut series = Metric::default();
+        series.set_histogram(histogram);
+        series
+    }
+
+    #[test]
+    fn the_count_is_the_native_buckets_sum_whatever_the_classic_count() {
+        let native = NativeHistogram::default();
+        for seconds in [0.0, 0.001, 0.002, 0.002] {
+            native.record(seconds);
+        }
+        let out = histogram(&classic(5), None, Some(native.snapshot()));
+        // Prometheus refuses a native histogram whose count is not its buckets' sum.
+        assert_eq!(out.sample_count, Some(4));
+        assert_eq!(out.zero_count, Some(1));
+        assert_eq!(out.positive_delta.iter().sum::<i64>(), 2, "last bucket: 2");
+        assert_eq!(
+            (out.schema, out.zero_threshold),
+            (Some(3), Some(ZERO_THRESHOLD))
+        );
+        // The classic buckets and sum stay the SDK's.
+        assert_eq!(out.bucket[0].cumulative_count, Some(5));
+        assert_eq!(out.sample_sum, Some(0.01));
+    }
+
+    #[test]
+    fn without_a_native_store_the_histogram_stays_classic() {
+        let out = histogram(&classic(5), None, None);
+        assert_eq!(out.sample_count, Some(5));
+        assert_eq!((out.schema, out.zero_threshold), (None, None));
+        assert!(out.positive_span.is_empty());
+    }
+}
