@@ -119,13 +119,14 @@ impl DbTelemetry {
         }
         span.end();
         let seconds = took.as_secs_f64();
-        self.duration.record(seconds, &attributes);
         let series = DbSeries {
             system: self.system,
             operation,
             collection,
             error,
         };
+        // Native first: the protobuf encoder reads it after the SDK's (protobuf.rs).
         self.native.record(&series, seconds);
+        self.duration.record(seconds, &attributes);
     }
 }

@@ -15,6 +15,9 @@
 //! its bucket counts, so `sample_count` comes from the native snapshot. The classic
 //! buckets and sum come from the SDK, read a moment apart: under traffic the two
 //! may differ by the requests that finished in between (idle, they are equal).
+//! Each request is counted in the native histogram before the SDK's, and the
+//! snapshot is read after the SDK's families, so the count (the classic `+Inf`
+//! bucket) is never below a classic bucket.
 
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 use prost::Message as _;

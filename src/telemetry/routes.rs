@@ -118,8 +118,9 @@ impl RouteTelemetry {
         by_status.response_size.record(response_bytes);
         let bound = self.bound();
         let seconds = elapsed.as_secs_f64();
-        bound.duration.record(seconds);
+        // Native first: the protobuf encoder reads it after the SDK's (protobuf.rs).
         bound.native.record(seconds);
+        bound.duration.record(seconds);
         if let Some((trace_id, span_id)) = sampled {
             bound.exemplars.record(trace_id, span_id, start, elapsed);
         }

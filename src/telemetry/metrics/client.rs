@@ -96,13 +96,14 @@ impl ClientMetrics {
             }
             ClientOutcome::Failed(error) => attributes.push(KeyValue::new("error.type", error)),
         }
-        self.duration.record(seconds, &attributes);
         let series = ClientSeries {
             method: call.method,
             address: call.server_address.to_owned(),
             port: call.server_port,
             outcome: call.outcome,
         };
+        // Native first: the protobuf encoder reads it after the SDK's (protobuf.rs).
         self.native.record(&series, seconds);
+        self.duration.record(seconds, &attributes);
     }
 }
