@@ -7,7 +7,7 @@
 pub(crate) mod db;
 pub(crate) mod exemplars;
 pub(crate) mod export;
-pub mod format;
+pub(crate) mod format;
 pub(crate) mod json_text;
 pub mod labels;
 pub(crate) mod log_queue;
