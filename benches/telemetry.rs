@@ -100,6 +100,10 @@ fn encode(c: &mut Criterion) {
         group.bench_function(format!("openmetrics/{series}"), |b| {
             b.iter(|| m.encode_openmetrics())
         });
+        // With the native histograms of the duration series (telemetry/protobuf.rs).
+        group.bench_function(format!("protobuf/{series}"), |b| {
+            b.iter(|| m.encode_protobuf())
+        });
     }
     group.finish();
 }

@@ -155,4 +155,9 @@ exemplar=$(awk '/exemplars::BucketExemplars::record/ { v = $1; gsub(/,/, "", v);
 if [ -n "$exemplar" ]; then
   echo "of which recording the exemplar: $((exemplar / REQUESTS)) (target: at most ~500)" | tee -a "$report"
 fi
+# Likewise the native histogram of each request's duration (telemetry/native.rs, never inlined).
+native=$(awk '/native::NativeHistogram::record/ { v = $1; gsub(/,/, "", v); if (v + 0 > max) max = v + 0 } END { if (max) print max }' "$run/annotate.txt")
+if [ -n "$native" ]; then
+  echo "of which recording the native histogram: $((native / REQUESTS)) (target: at most 150)" | tee -a "$report"
+fi
 echo "profile: $report"

@@ -11,6 +11,8 @@ use opentelemetry::trace::{Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 
 use super::Metrics;
+use super::metrics::DbSeries;
+use super::native_series::NativeFamily;
 
 pub use super::metrics::PoolState;
 
@@ -18,6 +20,8 @@ pub use super::metrics::PoolState;
 #[derive(Debug)]
 pub struct DbTelemetry {
     duration: opentelemetry::metrics::Histogram<f64>,
+    /// The native histograms of the duration (telemetry/native.rs).
+    native: std::sync::Arc<NativeFamily<DbSeries>>,
     system: &'static str,
     address: String,
     port: u16,
@@ -37,6 +41,7 @@ impl DbTelemetry {
     fn of(system: &'static str, metrics: &Metrics, (address, port): (String, u16)) -> Self {
         Self {
             duration: metrics.db.duration.clone(),
+            native: metrics.db.native.clone(),
             system,
             address,
             port,
@@ -113,6 +118,15 @@ impl DbTelemetry {
             attributes.push(KeyValue::new("error.type", error));
         }
         span.end();
-        self.duration.record(took.as_secs_f64(), &attributes);
+        let seconds = took.as_secs_f64();
+        let series = DbSeries {
+            system: self.system,
+            operation,
+            collection,
+            error,
+        };
+        // Native first: the protobuf encoder reads it after the SDK's (protobuf.rs).
+        self.native.record(&series, seconds);
+        self.duration.record(seconds, &attributes);
     }
 }

@@ -7,12 +7,17 @@
 pub(crate) mod db;
 pub(crate) mod exemplars;
 pub(crate) mod export;
+pub(crate) mod format;
 pub(crate) mod json_text;
 pub mod labels;
 pub(crate) mod log_queue;
 pub(crate) mod logs;
 pub(crate) mod metrics;
+pub(crate) mod native;
+pub(crate) mod native_series;
 pub(crate) mod openmetrics;
+pub mod proto;
+pub(crate) mod protobuf;
 pub mod routes;
 pub(crate) mod schema;
 pub(crate) mod spans;

@@ -1,5 +1,5 @@
-//! The OpenMetrics 1.0 text format for `/metrics`, with exemplars, and the
-//! negotiation between it and the Prometheus 0.0.4 text format.
+//! The OpenMetrics 1.0 text format for `/metrics`, with exemplars (which format
+//! a scraper gets is decided in `format.rs`).
 //!
 //! The metric families come from the OpenTelemetry SDK through
 //! `opentelemetry-prometheus`, which writes only the 0.0.4 text format (it cannot
@@ -12,7 +12,6 @@
 
 use std::fmt::Write as _;
 
-use mime::Mime;
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
 use super::exemplars::{BucketExemplars, Exemplar, ExemplarStore};
@@ -20,50 +19,6 @@ use super::schema::HTTP_DURATION_FAMILY;
 
 /// `Content-Type` of the OpenMetrics answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The exposition formats `/metrics` can answer in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Prometheus text format 0.0.4: curl, promtool, older scrapers.
-    Text,
-    /// OpenMetrics 1.0.0, with exemplars: what Prometheus asks for first.
-    OpenMetrics,
-}
-
-/// The format an `Accept` header asks for: OpenMetrics when it lists
-/// `application/openmetrics-text` (version 1.0.0, or none) with a quality at least
-/// that of anything the text format would satisfy; the text format otherwise,
-/// and without a header. Entries that do not parse are skipped.
-pub fn negotiate(accept: Option<&str>) -> Format {
-    let Some(accept) = accept else {
-        return Format::Text;
-    };
-    let (mut openmetrics, mut text) = (0.0_f32, 0.0_f32);
-    for entry in accept.split(',') {
-        let Ok(media) = entry.trim().parse::<Mime>() else {
-            continue;
-        };
-        let quality = media
-            .get_param("q")
-            .and_then(|q| q.as_str().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        let version = media.get_param("version").map(|v| v.as_str().to_owned());
-        match (media.type_().as_str(), media.subtype().as_str()) {
-            ("application", "openmetrics-text")
-                if version.as_deref().is_none_or(|v| v == "1.0.0") =>
-            {
-                openmetrics = openmetrics.max(quality);
-            }
-            ("text", "plain") | ("text", "*") | ("*", "*") => text = text.max(quality),
-            _ => {}
-        }
-    }
-    if openmetrics > 0.0 && openmetrics >= text {
-        Format::OpenMetrics
-    } else {
-        Format::Text
-    }
-}
 
 /// Where the encoder finds a series' exemplars: the family name and the series'
 /// labels in, the exemplars of that series (if it has any) out.
@@ -312,32 +267,6 @@ fn push_number(out: &mut String, value: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prometheus_gets_openmetrics_and_everyone_else_the_text_format() {
-        // What Prometheus 2.42 sends.
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
-                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(negotiate(Some(prometheus)), Format::OpenMetrics);
-        assert_eq!(
-            negotiate(Some("application/openmetrics-text")),
-            Format::OpenMetrics
-        );
-        for text in [
-            None,
-            Some("*/*"),
-            Some("text/plain"),
-            Some("text/plain;version=0.0.4"),
-            // Only a version Pulse does not write.
-            Some("application/openmetrics-text;version=0.0.1"),
-            // Preferred less than the text format.
-            Some("application/openmetrics-text;q=0.2,text/plain;q=0.9"),
-            Some("application/openmetrics-text;q=0"),
-            Some("not a media type"),
-        ] {
-            assert_eq!(negotiate(text), Format::Text, "{text:?}");
-        }
-    }
 
     #[test]
     fn escapes_what_openmetrics_escapes() {

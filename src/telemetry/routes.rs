@@ -20,6 +20,8 @@ use opentelemetry::metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter};
 use super::Metrics;
 use super::exemplars::BucketExemplars;
 use super::labels::HttpMethod;
+use super::metrics::HttpSeries;
+use super::native::NativeHistogram;
 use opentelemetry::trace::{SpanId, TraceId};
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,8 @@ pub struct RouteTelemetry {
     /// Whether requests of this route are recorded in the `http_*` series (probes
     /// and `/metrics` are not, by default).
     pub recorded: bool,
+    /// The `method` label.
+    method: &'static str,
     labels: [KeyValue; 2],
     metrics: Arc<Metrics>,
     /// Bound on first use: binding creates the series, and probes (not recorded by
@@ -54,6 +58,8 @@ struct Bound {
     duration: BoundHistogram<f64>,
     /// The duration series' exemplars, found by its labels when `/metrics` is encoded.
     exemplars: Arc<BucketExemplars>,
+    /// The duration series' native histogram (telemetry/native.rs).
+    native: Arc<NativeHistogram>,
     request_size: BoundHistogram<u64>,
     in_progress: BoundUpDownCounter<i64>,
 }
@@ -70,10 +76,11 @@ impl RouteTelemetry {
             let m = &self.metrics;
             Bound {
                 duration: m.http.duration.bind(&self.labels),
-                exemplars: m
-                    .http
-                    .exemplars
-                    .series(self.labels[0].value.as_str().as_ref(), &self.route),
+                exemplars: m.http.exemplars.series(self.method, &self.route),
+                native: m.http.native.series(&HttpSeries {
+                    method: self.method,
+                    route: Arc::clone(&self.route),
+                }),
                 request_size: m.http.request_size.bind(&self.labels),
                 in_progress: m.http.in_progress.bind(&self.labels),
             }
@@ -110,7 +117,10 @@ impl RouteTelemetry {
         by_status.requests.add(1);
         by_status.response_size.record(response_bytes);
         let bound = self.bound();
-        bound.duration.record(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        // Native first: the protobuf encoder reads it after the SDK's (protobuf.rs).
+        bound.native.record(seconds);
+        bound.duration.record(seconds);
         if let Some((trace_id, span_id)) = sampled {
             bound.exemplars.record(trace_id, span_id, start, elapsed);
         }
@@ -209,6 +219,7 @@ impl RouteTable {
             matched,
             recorded,
             bound: OnceLock::new(),
+            method,
             by_status: RwLock::new(HashMap::default()),
             metrics: self.metrics.clone(),
             labels,

@@ -24,6 +24,7 @@ mod metrics;
 mod otlp;
 mod page;
 mod postgres;
+mod protobuf;
 mod serve;
 mod settings;
 mod shutdown;

@@ -2,8 +2,11 @@
 //! store and the Redis cache (recorded by `telemetry/db.rs`) and, at scrape time,
 //! the pool's state.
 
+use std::sync::Arc;
+
 use opentelemetry::metrics::{Histogram, Meter};
 
+use super::super::native_series::{Labels, NativeFamily, SeriesKey};
 use super::super::schema::DURATION_BUCKETS;
 
 /// The pool's state at one scrape.
@@ -19,9 +22,41 @@ pub struct PoolState {
     pub pending: u64,
 }
 
+/// A series of `db_client_operation_duration_seconds`, as its native histogram is
+/// kept: the values it is recorded with, all Pulse's own names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DbSeries {
+    /// `db_system_name`.
+    pub system: &'static str,
+    /// `db_operation_name`.
+    pub operation: &'static str,
+    /// `db_collection_name`, where there is one.
+    pub collection: Option<&'static str>,
+    /// `error_type`, when it failed.
+    pub error: Option<&'static str>,
+}
+
+impl SeriesKey for DbSeries {
+    fn labels(&self) -> Labels {
+        let mut labels = vec![
+            ("db_system_name".to_owned(), self.system.to_owned()),
+            ("db_operation_name".to_owned(), self.operation.to_owned()),
+        ];
+        if let Some(collection) = self.collection {
+            labels.push(("db_collection_name".to_owned(), collection.to_owned()));
+        }
+        if let Some(error) = self.error {
+            labels.push(("error_type".to_owned(), error.to_owned()));
+        }
+        labels
+    }
+}
+
 /// `db_client_operation_duration_seconds{db_system_name, db_operation_name, db_collection_name}`.
 pub struct DbMetrics {
     pub(in crate::telemetry) duration: Histogram<f64>,
+    /// Its native histograms, per series; shared with each `DbTelemetry`.
+    pub(in crate::telemetry) native: Arc<NativeFamily<DbSeries>>,
 }
 
 impl DbMetrics {
@@ -37,6 +72,7 @@ impl DbMetrics {
                 )
                 .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
+            native: Arc::default(),
         }
     }
 }

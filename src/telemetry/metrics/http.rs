@@ -2,10 +2,32 @@
 
 use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 
+use std::sync::Arc;
+
 use super::super::exemplars::ExemplarStore;
+use super::super::native_series::{Labels, NativeFamily, SeriesKey};
 use super::super::schema::{DURATION_BUCKETS, SIZE_BUCKETS};
 
-/// `http_*` and `app_requests_total`, with the duration histogram's exemplars.
+/// A series of `http_request_duration_seconds`, as its native histogram is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpSeries {
+    /// The `method` label.
+    pub method: &'static str,
+    /// The `route` label.
+    pub route: Arc<str>,
+}
+
+impl SeriesKey for HttpSeries {
+    fn labels(&self) -> Labels {
+        vec![
+            ("method".to_owned(), self.method.to_owned()),
+            ("route".to_owned(), self.route.to_string()),
+        ]
+    }
+}
+
+/// `http_*` and `app_requests_total`, with the duration histogram's exemplars and
+/// native histograms.
 pub struct HttpMetrics {
     /// `http_requests_total{method, route, status}`
     pub(in crate::telemetry) requests: Counter<u64>,
@@ -21,6 +43,8 @@ pub struct HttpMetrics {
     pub(in crate::telemetry) app_requests: Counter<u64>,
     /// The exemplars of `http_request_duration_seconds`, per series.
     pub(in crate::telemetry) exemplars: ExemplarStore,
+    /// The native histograms of `http_request_duration_seconds`, per series.
+    pub(in crate::telemetry) native: NativeFamily<HttpSeries>,
 }
 
 impl HttpMetrics {
@@ -58,6 +82,7 @@ impl HttpMetrics {
                 .with_description("Total API requests (probes and /metrics excluded)")
                 .build(),
             exemplars: ExemplarStore::default(),
+            native: NativeFamily::default(),
         }
     }
 }

@@ -34,12 +34,14 @@ pub use self::app::AppMetrics;
 pub use self::cache::CacheMetrics;
 pub use self::client::{ClientCall, ClientMetrics, ClientOutcome};
 pub use self::control::ControlMetrics;
-pub use self::db::{DbMetrics, PoolState};
-pub use self::http::HttpMetrics;
+pub use self::db::{DbMetrics, DbSeries, PoolState};
+pub use self::http::{HttpMetrics, HttpSeries};
 pub use self::totals::RequestTotals;
 
 use super::TelemetryError;
 use super::labels::{CacheEntity, CacheResult, KubeOperation, MetricLabel, ReloadResult};
+use super::native_series::NativeIndex;
+use super::schema::{CLIENT_DURATION_FAMILY, DB_DURATION_FAMILY, HTTP_DURATION_FAMILY};
 use crate::BuildInfo;
 
 /// `Content-Type` of `/metrics`. Prometheus 3 refuses a scrape without a version.
@@ -221,6 +223,16 @@ impl Metrics {
     /// exemplars (telemetry/openmetrics.rs).
     pub fn encode_openmetrics(&self) -> Vec<u8> {
         super::openmetrics::encode(&self.registry.gather(), &self.http.exemplars).into_bytes()
+    }
+
+    /// Encodes every metric in the Prometheus protobuf exposition, the latency
+    /// histograms with their native histograms (telemetry/protobuf.rs).
+    pub fn encode_protobuf(&self) -> Vec<u8> {
+        let native = NativeIndex::default()
+            .with(HTTP_DURATION_FAMILY, &self.http.native)
+            .with(CLIENT_DURATION_FAMILY, &self.client.native)
+            .with(DB_DURATION_FAMILY, &self.db.native);
+        super::protobuf::encode(&self.registry.gather(), &self.http.exemplars, &native)
     }
 
     /// Flushes and stops the meter provider (at exit).
