@@ -1126,3 +1126,41 @@ def test_the_rendered_redis_arguments_run_a_redis_that_requires_the_password_and
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
     assert list(tmp_path.iterdir()) == [], "a cache saves nothing, not even at shutdown"
+
+
+# --- native histograms (serviceMonitor.nativeHistograms) ----------------------------------------
+
+NATIVE_PROTOCOLS = ["PrometheusProto", "OpenMetricsText1.0.0", "OpenMetricsText0.0.1", "PrometheusText0.0.4"]
+
+
+def test_native_histograms_are_off_by_default_and_the_switch_asks_for_protobuf_and_keeps_classic():
+    default = one(pc.render_objects({}), "ServiceMonitor")["spec"]
+    assert not {"scrapeProtocols", "scrapeNativeHistograms", "scrapeClassicHistograms"} & set(default)
+    spec = one(pc.render_objects({"serviceMonitor": {"nativeHistograms": True}}), "ServiceMonitor")["spec"]
+    # Protobuf first (the only format with native histograms), and the text formats after it, so
+    # that an older Pulse or a proxy answering text is still scraped.
+    assert spec["scrapeProtocols"] == NATIVE_PROTOCOLS
+    assert spec["scrapeNativeHistograms"] is True
+    # Without it Prometheus drops the classic buckets of a family that has a native histogram,
+    # and every `_bucket` query of the dashboards and rules goes empty.
+    assert spec["scrapeClassicHistograms"] is True
+
+
+def test_the_native_histogram_servicemonitor_passes_the_operator_crd_schema():
+    monitor = one(pc.render_objects({"serviceMonitor": {"nativeHistograms": True}}), "ServiceMonitor")
+    errors = [e.message for e in crd_validator("ServiceMonitor").iter_errors(monitor)]
+    assert errors == []
+
+
+def test_the_stack_scrapes_both_pulses_native_histograms_and_its_prometheus_keeps_classic_buckets():
+    stack = yaml.safe_load((pc.ROOT / "charts/pulse-stack/values.yaml").read_text())
+    assert stack["pulse"]["serviceMonitor"]["nativeHistograms"] is True
+    assert stack["pulse-backend"]["serviceMonitor"]["nativeHistograms"] is True
+    spec = stack["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]
+    assert spec["scrapeNativeHistograms"] is True and spec["scrapeClassicHistograms"] is True
+    objects = pc.objects_of(pc.render_set("kind", name="lab", namespace="monitoring"))
+    monitors = kinds(objects, "ServiceMonitor")
+    assert len(monitors) >= 2
+    for monitor in monitors:
+        assert monitor["spec"].get("scrapeProtocols") == NATIVE_PROTOCOLS, monitor["metadata"]["name"]
+        assert monitor["spec"].get("scrapeClassicHistograms") is True
