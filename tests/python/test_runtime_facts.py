@@ -182,6 +182,22 @@ FACTS = [
          "(compactions need the rest)",
          "https://prometheus.io/docs/prometheus/latest/storage/ (\"Operational aspects\")",
          0.85),
+    Fact("prometheus-native-histograms", "prometheus-operator v0.93.0",
+         "writes `scrape_native_histograms` into a scrape configuration only for Prometheus 3.8.0 or "
+         "later, and `always_scrape_classic_histograms` for Prometheus 3.x (below 3.8 the switch is "
+         "dropped and the native histograms are not kept)",
+         "appendScrapeNativeHistograms (`WithMinimumVersion(\"3.8.0\")`), addNativeHistogramConfig and "
+         "appendConvertScrapeClassicHistograms in "
+         "https://github.com/prometheus-operator/prometheus-operator/blob/v0.93.0/pkg/prometheus/promcfg.go",
+         (3, 8, 0)),
+    Fact("kps-prometheus-version", "kube-prometheus-stack 88.5.3",
+         "runs Prometheus `v3.14.0-distroless` unless `prometheus.prometheusSpec.image` says otherwise, and "
+         "passes `scrapeNativeHistograms` and `scrapeClassicHistograms` from `prometheusSpec` to the "
+         "Prometheus resource",
+         "`tag: v3.14.0-distroless` in values.yaml and lines 148-152 of templates/prometheus/prometheus.yaml of "
+         "https://github.com/prometheus-community/helm-charts/blob/kube-prometheus-stack-88.5.3/charts/"
+         "kube-prometheus-stack",
+         (3, 14, 0)),
     Fact("grafana-gomemlimit", "grafana chart 12.11.1",
          "sets GOMEMLIMIT to the container's memory limit when there is one",
          f"{GRAFANA_CHARTS}/grafana-12.11.1/charts/grafana/templates/_pod.tpl (`GOMEMLIMIT`, "
@@ -705,6 +721,19 @@ def test_upstream_loki_grants_no_secret_access_and_runs_no_sidecar(upstream):
             names = [c["name"] for c in obj["spec"]["template"]["spec"]["containers"]]
             assert not [n for n in names if "sidecar" in n], (obj["metadata"]["name"], names)
     assert not rendered(upstream, "loki", "ClusterRole")
+
+
+# --- native histograms: the stack's Prometheus keeps what the ServiceMonitor asks for -----------
+
+def test_the_stacks_prometheus_is_new_enough_for_the_native_histogram_switch():
+    spec = pc.effective_values("kind")["kube-prometheus-stack"]["prometheus"]["prometheusSpec"]
+    # Our values leave the image to the chart, whose Prometheus is past the operator's minimum;
+    # pinning an older image would silently drop scrape_native_histograms.
+    assert "image" not in spec, "an image pinned here must be checked against the 3.8.0 minimum"
+    assert FACT["kps-prometheus-version"].value >= FACT["prometheus-native-histograms"].value
+    assert spec["scrapeNativeHistograms"] is True and spec["scrapeClassicHistograms"] is True
+    for pulse in ("pulse", "pulse-backend"):
+        assert pc.effective_values("kind")[pulse]["serviceMonitor"]["nativeHistograms"] is True
 
 
 if __name__ == "__main__":
