@@ -66,7 +66,7 @@ fn per_request(c: &mut Criterion) {
 /// A registry holding about `series` exposition lines: label sets of the latency
 /// histogram (14 lines each: 12 buckets, sum, count) plus counters.
 fn populated(series: usize) -> Arc<Metrics> {
-    let m = app(true).state.metrics;
+    let m = Arc::clone(&app(true).state.metrics);
     let routes = RouteTable::new(m.clone(), BTreeSet::new());
     // Each route adds about 40 lines: three histograms and a counter.
     for i in 0..series / 40 {

@@ -24,7 +24,7 @@ use crate::readiness::Readiness;
 use crate::routes::{self, HttpConfig};
 use crate::server::{self, Lifecycle, Listeners, ServeError, Service};
 use crate::settings::{LiveSettings, Notifier, RuntimeSettings};
-use crate::state::{AppState, ServiceInfo};
+use crate::state::{AppState, Parts, ServiceInfo};
 use crate::store::{CachedStore, MemoryStore, PostgresStore, Store};
 use crate::telemetry::{self, DroppedLines, Handles, Metrics, TelemetryError};
 
@@ -165,7 +165,7 @@ impl App {
         let settings = LiveSettings::new(RuntimeSettings::from(args), metrics.clone())
             .with_log_reloader(telemetry.log_reloader)
             .with_notifier(notifier);
-        let state = AppState {
+        let state = AppState::from(Parts {
             store,
             settings: Arc::new(settings),
             metrics,
@@ -178,7 +178,7 @@ impl App {
                 args.ui(),
             )),
             backend: Arc::new(Backend::new(args)),
-        };
+        });
         let http = HttpConfig::from(args);
         Ok(Self {
             main: routes::router(state.clone(), &http),

@@ -74,9 +74,18 @@ impl ServiceInfo {
     }
 }
 
-/// Everything a handler may need; cheap to clone. Assembled by [`crate::app::App`].
+/// Everything a handler may need, behind one `Arc` ([`Parts`]): cheap to clone.
+///
+/// axum clones the state for every request that extracts it. One reference count
+/// is one atomic increment and decrement per request; six `Arc` fields were six of
+/// each, on cache lines every worker thread writes, which at saturation cost more
+/// than their instruction count says (docs/performance.md). Assembled by
+/// [`crate::app::App`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+/// The parts of [`AppState`], reached through it (`state.store`).
+pub struct Parts {
     /// Users and key-value items.
     pub store: Arc<dyn Store>,
     /// Instruments and the `/metrics` registry.
@@ -89,6 +98,20 @@ pub struct AppState {
     pub settings: Arc<LiveSettings>,
     /// The downstream Pulse of `GET /api/backend`, if any.
     pub backend: Arc<Backend>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+impl From<Parts> for AppState {
+    fn from(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
 }
 
 impl AppState {

@@ -36,8 +36,10 @@ use crate::telemetry::spans::{self, TRACEPARENT, traceparent};
 /// The telemetry layer (a tower [`Layer`]) and what it needs.
 #[derive(Debug, Clone)]
 pub struct HttpTelemetryLayer {
-    /// Per-route handles (bound instruments, span names).
-    routes: Arc<RouteTable>,
+    /// Per-route handles (bound instruments, span names). `'static`, made once per
+    /// router: axum clones the service for every request, and cloning an `Arc` here
+    /// was a write to memory every worker shares (telemetry/routes.rs).
+    routes: &'static RouteTable,
 }
 
 impl HttpTelemetryLayer {
@@ -45,7 +47,7 @@ impl HttpTelemetryLayer {
     /// templates (probes, `/metrics`) get a debug-level span and no `http_*` series.
     pub fn new(metrics: Arc<Metrics>, unrecorded: BTreeSet<String>) -> Self {
         Self {
-            routes: Arc::new(RouteTable::new(metrics, unrecorded)),
+            routes: Box::leak(Box::new(RouteTable::new(metrics, unrecorded))),
         }
     }
 }
@@ -100,9 +102,7 @@ where
             .get(method, matched.map_or(UNMATCHED, |p| p.as_str()));
 
         // Probes and scrapes (unless recorded) get no span: they would drown the traces.
-        let span = route
-            .recorded
-            .then(|| server_span(&route, method, &request));
+        let span = route.recorded.then(|| server_span(route, method, &request));
         let ids = span.as_ref().map_or(RequestIds::NONE, |cx| {
             let span = cx.span();
             let span = span.span_context();
@@ -170,7 +170,7 @@ where
 struct Finish {
     start: Instant,
     method: HttpMethod,
-    route: Arc<RouteTelemetry>,
+    route: &'static RouteTelemetry,
     span: Option<Context>,
     ids: RequestIds,
     request_size: u64,
@@ -224,7 +224,7 @@ impl Finish {
         let duration_ms = whole_micros_as_ms(elapsed);
         let status = status.as_u16();
         let method = self.method.as_str();
-        let route = &*route.route;
+        let route = route.route;
         // The access line, with the request's ids (added by the log layer).
         REQUEST.sync_scope(self.ids, || {
             if self.route.recorded {
@@ -269,7 +269,7 @@ fn server_span(route: &RouteTelemetry, method: HttpMethod, request: &Request) ->
         ));
     }
     if route.matched {
-        attributes.push(KeyValue::new("http.route", route.route.clone()));
+        attributes.push(KeyValue::new("http.route", route.route));
     }
     attributes.push(KeyValue::new(
         "network.protocol.version",
@@ -277,8 +277,8 @@ fn server_span(route: &RouteTelemetry, method: HttpMethod, request: &Request) ->
     ));
     // A route without parameters is its own path: share the template, no copy.
     let path = uri.path();
-    attributes.push(if route.matched && path == &*route.route {
-        KeyValue::new("url.path", route.route.clone())
+    attributes.push(if route.matched && path == route.route {
+        KeyValue::new("url.path", route.route)
     } else {
         KeyValue::new("url.path", path.to_owned())
     });

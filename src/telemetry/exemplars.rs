@@ -6,10 +6,17 @@
 //! offers each sampled request's duration and ids to its route's
 //! [`BucketExemplars`], and the OpenMetrics encoder (`openmetrics.rs`) writes them
 //! on the bucket lines. One slot per bucket and series, overwritten by the next
-//! request in that bucket, so memory is bounded by the series count and a request
-//! pays for a bucket search and one uncontended lock.
+//! request in that bucket, so memory is bounded by the series count.
+//!
+//! A request replaces its bucket's exemplar only if that one ended at least
+//! [`MIN_GAP`] earlier: at saturation every worker would otherwise take the same
+//! slot's lock on every request, moving its cache line between the cores each time
+//! (docs/performance.md), for exemplars nobody reads (Prometheus keeps one per
+//! scrape, seconds apart). Most requests then pay a bucket search and a read of a
+//! word that rarely changes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,6 +67,11 @@ fn anchor() -> (Instant, SystemTime) {
 /// Buckets of the duration histogram, `+Inf` included.
 pub const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
+/// How much later than the kept exemplar a request must end to replace it (in
+/// [`BucketExemplars::record`]): the kept one is at most this much older than the
+/// latest sampled request of its bucket.
+pub const MIN_GAP: Duration = Duration::from_millis(1);
+
 /// The bucket (not cumulative) `seconds` falls in: the first bound it does not
 /// exceed, as Prometheus' `le` counts, or the `+Inf` bucket past the last one.
 fn bucket_of(seconds: f64) -> usize {
@@ -70,28 +82,42 @@ fn bucket_of(seconds: f64) -> usize {
 #[derive(Debug, Default)]
 pub struct BucketExemplars {
     slots: [Mutex<Option<Exemplar>>; BUCKETS],
+    /// When each slot's exemplar ended, in microseconds since the anchor plus one
+    /// (0: empty): read without the lock by [`BucketExemplars::record`].
+    kept_at: [AtomicU64; BUCKETS],
 }
 
 impl BucketExemplars {
     /// Keeps the request that started at `start` and took `elapsed` as the latest
-    /// exemplar of its bucket.
+    /// exemplar of its bucket, unless the kept one ended less than [`MIN_GAP`]
+    /// before it.
     ///
     /// Never inlined, so that a profile shows what recording costs per request
     /// (`make profile` prints it; the target is at most ~500 instructions).
     #[inline(never)]
     pub fn record(&self, trace_id: TraceId, span_id: SpanId, start: Instant, elapsed: Duration) {
+        let value = elapsed.as_secs_f64();
+        let bucket = bucket_of(value);
+        let at = start + elapsed;
+        let at_micros = micros_since_anchor(at);
+        let kept = &self.kept_at[bucket];
+        let previous = kept.load(Ordering::Relaxed);
+        if previous != 0 && at_micros < previous.saturating_add(MIN_GAP.as_micros() as u64) {
+            return;
+        }
         self.offer(Exemplar {
             trace_id,
             span_id,
-            value: elapsed.as_secs_f64(),
-            at: start + elapsed,
+            value,
+            at,
         });
     }
 
     /// Keeps `exemplar` as the latest of its bucket.
     pub fn offer(&self, exemplar: Exemplar) {
-        let slot = &self.slots[bucket_of(exemplar.value)];
-        *crate::sync::lock(slot) = Some(exemplar);
+        let bucket = bucket_of(exemplar.value);
+        *crate::sync::lock(&self.slots[bucket]) = Some(exemplar);
+        self.kept_at[bucket].store(micros_since_anchor(exemplar.at), Ordering::Relaxed);
     }
 
     /// The latest exemplar of bucket `index` (0 is the first bound, [`BUCKETS`]` - 1`
@@ -100,6 +126,12 @@ impl BucketExemplars {
         let slot = self.slots.get(index)?;
         *crate::sync::lock(slot)
     }
+}
+
+/// `at` in microseconds since the anchor's instant, plus one so that 0 means "none".
+fn micros_since_anchor(at: Instant) -> u64 {
+    let micros = at.saturating_duration_since(anchor().0).as_micros();
+    u64::try_from(micros).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// Every series' exemplars, found by the series' labels when `/metrics` is encoded.
@@ -165,6 +197,33 @@ mod tests {
         assert_eq!(series.get(bucket_of(5.0)).map(|e| e.value), Some(3.0));
         assert_eq!(series.get(0), None);
         assert_eq!(series.get(BUCKETS), None, "past the last bucket");
+    }
+
+    #[test]
+    fn a_request_replaces_its_buckets_exemplar_only_a_gap_after_it() {
+        let series = BucketExemplars::default();
+        let start = Instant::now();
+        let elapsed = Duration::from_millis(2);
+        let span = |e: Option<Exemplar>| e.map(|e| e.span_id);
+        let bucket = bucket_of(elapsed.as_secs_f64());
+        let ids = |n: u64| (TraceId::from(u128::from(n)), SpanId::from(n));
+
+        let (trace, span_id) = ids(1);
+        series.record(trace, span_id, start, elapsed);
+        assert_eq!(span(series.get(bucket)), Some(SpanId::from(1u64)));
+        // Ending within the gap: the first one stays.
+        let (trace, span_id) = ids(2);
+        series.record(trace, span_id, start + MIN_GAP / 2, elapsed);
+        assert_eq!(span(series.get(bucket)), Some(SpanId::from(1u64)));
+        // A gap later: replaced.
+        let (trace, span_id) = ids(3);
+        series.record(trace, span_id, start + MIN_GAP, elapsed);
+        assert_eq!(span(series.get(bucket)), Some(SpanId::from(3u64)));
+        // Other buckets are apart.
+        let (trace, span_id) = ids(4);
+        series.record(trace, span_id, start, Duration::from_secs(3));
+        assert_eq!(span(series.get(bucket)), Some(SpanId::from(3u64)));
+        assert_eq!(span(series.get(bucket_of(3.0))), Some(SpanId::from(4u64)));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(crate) mod protobuf;
 pub mod routes;
 pub(crate) mod schema;
 pub(crate) mod spans;
+pub(crate) mod swap_filter;
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -57,9 +58,6 @@ pub enum TelemetryError {
     /// The log filter directive is invalid.
     #[error("invalid --log-level: {0}")]
     LogFilter(#[from] crate::config::rules::RuleError),
-    /// The log filter in force could not be replaced.
-    #[error("the log filter could not be replaced: {0}")]
-    Reload(#[from] tracing_subscriber::reload::Error),
     /// A global subscriber was already installed.
     #[error("tracing subscriber already installed: {0}")]
     Subscriber(String),
@@ -199,11 +197,12 @@ pub fn init_tracing(
     resource: Resource,
 ) -> Result<TracingGuard, TelemetryError> {
     let filter = log_filter(&config.log_level)?;
-    // Reloadable, so the runtime settings can change the filter without a restart.
-    let (filter, filter_handle) = tracing_subscriber::reload::Layer::new(filter);
+    // Replaceable, so the runtime settings can change the filter without a restart.
+    let filter = swap_filter::SwappableFilter::new(filter);
+    let swap = filter.clone();
     let log_reloader: LogReloader = Box::new(move |directive: &str| {
-        let filter = log_filter(directive)?;
-        Ok(filter_handle.reload(filter)?)
+        swap.set(log_filter(directive)?);
+        Ok(())
     });
     let (provider, span_counts, otlp) = tracer_provider(resource)?;
     let tracer = provider.tracer("pulse");

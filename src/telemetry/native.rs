@@ -121,6 +121,14 @@ impl NativeHistogram {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Observations in all buckets, the zero bucket's included.
+    pub fn count(&self) -> u64 {
+        let zero = self.zero.load(Ordering::Relaxed);
+        self.buckets
+            .iter()
+            .fold(zero, |sum, bucket| sum + bucket.load(Ordering::Relaxed))
+    }
+
     /// The counts now. Each counter is read once, so the snapshot is consistent with
     /// itself (its count is the sum of its buckets) though not an atomic cut across
     /// concurrent recordings.

@@ -73,6 +73,14 @@ impl<K: SeriesKey> NativeFamily<K> {
         self.series(key).record(seconds);
     }
 
+    /// Observations in all series (once per scrape).
+    pub fn count(&self) -> u64 {
+        crate::sync::read(&self.series)
+            .values()
+            .map(|histogram| histogram.count())
+            .sum()
+    }
+
     /// Every series' histogram by its sorted exported labels (once per scrape).
     pub fn by_labels(&self) -> HashMap<Labels, Arc<NativeHistogram>> {
         crate::sync::read(&self.series)

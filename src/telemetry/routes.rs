@@ -8,11 +8,21 @@
 //!
 //! Routes are templates and methods are normalised, so this cache is bounded by the
 //! router's size (per status code: at most the 500 codes `/status/{code}` can make).
+//!
+//! Finding the handles touches no memory another worker writes: the tables are
+//! read through [`ArcSwap`] (its reads use a per-thread slot, not a shared lock
+//! word) and the handles are `&'static` (made once, never freed), so a request
+//! takes no lock and no reference count. At saturation on two cores, the shared
+//! lock and the reference counts of the `RwLock` + `Arc` version were cache-line
+//! transfers between the workers on every request, a cost callgrind does not
+//! count (docs/performance.md). The leak is bounded like the table: a router is
+//! built once per process (tests that build many keep a few kilobytes each).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use arc_swap::ArcSwap;
 use foldhash::fast::RandomState;
-use std::sync::{Arc, OnceLock, RwLock};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter};
@@ -35,8 +45,8 @@ pub struct RouteTelemetry {
     /// once per (route, method) and kept for the life of the process (the table is
     /// bounded by the router), so no request copies it.
     pub span_name: &'static str,
-    /// The route template (or `unmatched`).
-    pub route: Arc<str>,
+    /// The route template (or `unmatched`); `'static` for the same reason.
+    pub route: &'static str,
     /// Whether a route matched (`route` is then a template, not [`UNMATCHED`]).
     pub matched: bool,
     /// Whether requests of this route are recorded in the `http_*` series (probes
@@ -49,9 +59,49 @@ pub struct RouteTelemetry {
     /// Bound on first use: binding creates the series, and probes (not recorded by
     /// default) must not get any.
     bound: OnceLock<Bound>,
-    /// foldhash rather than SipHash: keys are route templates and status codes, not
-    /// client input, so no flooding to defend against, and two lookups per request.
-    by_status: RwLock<HashMap<u16, Arc<StatusTelemetry>, RandomState>>,
+    /// The handles per status code, added as codes are first seen.
+    by_status: Table<u16, StatusTelemetry>,
+}
+
+/// A map read on every request and written rarely (a new key), of handles that
+/// live as long as the process: read without a lock (see the module's doc),
+/// written by copying it whole under a mutex. foldhash rather than SipHash: keys
+/// are route templates and status codes, not client input, so no flooding to
+/// defend against.
+struct Table<K, V: 'static> {
+    map: ArcSwap<HashMap<K, &'static V, RandomState>>,
+    /// Held while a key is added, so that two first requests of one key make one value.
+    adding: Mutex<()>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Table<K, V> {
+    fn new() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(HashMap::default()),
+            adding: Mutex::new(()),
+        }
+    }
+
+    /// The value of `key`, made by `make` (once, and kept for good) if it is new.
+    fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> &'static V
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if let Some(found) = self.map.load().get(key) {
+            return found;
+        }
+        let _adding = crate::sync::lock(&self.adding);
+        if let Some(found) = self.map.load().get(key) {
+            return found;
+        }
+        let (key, value) = make();
+        let value: &'static V = Box::leak(Box::new(value));
+        let mut map = HashMap::clone(&self.map.load());
+        map.insert(key, value);
+        self.map.store(Arc::new(map));
+        value
+    }
 }
 
 struct Bound {
@@ -76,10 +126,10 @@ impl RouteTelemetry {
             let m = &self.metrics;
             Bound {
                 duration: m.http.duration.bind(&self.labels),
-                exemplars: m.http.exemplars.series(self.method, &self.route),
+                exemplars: m.http.exemplars.series(self.method, self.route),
                 native: m.http.native.series(&HttpSeries {
                     method: self.method,
-                    route: Arc::clone(&self.route),
+                    route: self.route,
                 }),
                 request_size: m.http.request_size.bind(&self.labels),
                 in_progress: m.http.in_progress.bind(&self.labels),
@@ -125,40 +175,33 @@ impl RouteTelemetry {
             bound.exemplars.record(trace_id, span_id, start, elapsed);
         }
         bound.request_size.record(request_bytes);
-        self.metrics.http.app_requests.add(1, &[]);
     }
 
-    fn status(&self, status: u16) -> Arc<StatusTelemetry> {
-        let found = crate::sync::read(&self.by_status).get(&status).cloned();
-        if let Some(found) = found {
-            return found;
-        }
-        let mut all = crate::sync::write(&self.by_status);
-        all.entry(status)
-            .or_insert_with(|| {
-                let labels = [
-                    self.labels[0].clone(),
-                    self.labels[1].clone(),
-                    KeyValue::new("status", i64::from(status)),
-                ];
-                Arc::new(StatusTelemetry {
-                    requests: self.metrics.http.requests.bind(&labels),
-                    response_size: self.metrics.http.response_size.bind(&labels),
-                })
-            })
-            .clone()
+    fn status(&self, status: u16) -> &'static StatusTelemetry {
+        self.by_status.get(&status, || {
+            let labels = [
+                self.labels[0].clone(),
+                self.labels[1].clone(),
+                KeyValue::new("status", i64::from(status)),
+            ];
+            let handles = StatusTelemetry {
+                requests: self.metrics.http.requests.bind(&labels),
+                response_size: self.metrics.http.response_size.bind(&labels),
+            };
+            (status, handles)
+        })
     }
 }
 
 /// One route's handles, per method (created on first use).
-type PerMethod = [OnceLock<Arc<RouteTelemetry>>; HttpMethod::ALL.len()];
+type PerMethod = [OnceLock<&'static RouteTelemetry>; HttpMethod::ALL.len()];
 
 /// All routes seen so far.
 pub struct RouteTable {
     metrics: Arc<Metrics>,
     /// Routes left out of the `http_*` series (empty when probes are recorded).
     unrecorded: BTreeSet<String>,
-    routes: RwLock<HashMap<Box<str>, Arc<PerMethod>, RandomState>>,
+    routes: Table<Box<str>, PerMethod>,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -173,25 +216,16 @@ impl RouteTable {
         Self {
             metrics,
             unrecorded,
-            routes: RwLock::new(HashMap::default()),
+            routes: Table::new(),
         }
     }
 
     /// The handles of `route` for `method`.
-    pub fn get(&self, method: HttpMethod, route: &str) -> Arc<RouteTelemetry> {
-        // The read guard must be gone before the write lock is taken: a `match` on
-        // the lookup would keep it alive through the arms and deadlock.
-        let found = crate::sync::read(&self.routes).get(route).cloned();
-        let methods = match found {
-            Some(methods) => methods,
-            None => crate::sync::write(&self.routes)
-                .entry(route.into())
-                .or_insert_with(|| Arc::new(std::array::from_fn(|_| OnceLock::new())))
-                .clone(),
-        };
-        methods[method.index()]
-            .get_or_init(|| Arc::new(self.bind(method, route)))
-            .clone()
+    pub fn get(&self, method: HttpMethod, route: &str) -> &'static RouteTelemetry {
+        let methods = self.routes.get(route, || {
+            (route.into(), std::array::from_fn(|_| OnceLock::new()))
+        });
+        methods[method.index()].get_or_init(|| Box::leak(Box::new(self.bind(method, route))))
     }
 
     fn bind(&self, method: HttpMethod, route: &str) -> RouteTelemetry {
@@ -208,11 +242,11 @@ impl RouteTable {
         } else {
             verb.to_owned()
         };
-        let route: Arc<str> = Arc::from(route);
+        let route: &'static str = Box::leak(route.into());
         let method = method.as_str();
         let labels = [
             KeyValue::new("method", method),
-            KeyValue::new("route", route.clone()),
+            KeyValue::new("route", route),
         ];
         RouteTelemetry {
             span_name: Box::leak(span_name.into_boxed_str()),
@@ -220,10 +254,64 @@ impl RouteTable {
             recorded,
             bound: OnceLock::new(),
             method,
-            by_status: RwLock::new(HashMap::default()),
+            by_status: Table::new(),
             metrics: self.metrics.clone(),
             labels,
             route,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BuildInfo;
+
+    fn table() -> RouteTable {
+        let metrics = Metrics::new(
+            opentelemetry_sdk::Resource::builder().build(),
+            &BuildInfo::current(),
+            Instant::now(),
+        )
+        .expect("metrics set up");
+        RouteTable::new(metrics, BTreeSet::from(["/healthz".to_owned()]))
+    }
+
+    #[test]
+    fn each_route_method_and_status_has_one_set_of_handles() {
+        let routes = table();
+        let users = routes.get(HttpMethod::Get, "/api/users");
+        assert!(std::ptr::eq(
+            users,
+            routes.get(HttpMethod::Get, "/api/users")
+        ));
+        let posted = routes.get(HttpMethod::Post, "/api/users");
+        assert!(!std::ptr::eq(users, posted));
+        assert_eq!(posted.span_name, "POST /api/users");
+        assert!(std::ptr::eq(users.status(200), users.status(200)));
+        assert!(!std::ptr::eq(users.status(200), users.status(404)));
+        assert!(!routes.get(HttpMethod::Get, "/healthz").recorded);
+        assert!(!routes.get(HttpMethod::Get, UNMATCHED).matched);
+    }
+
+    #[test]
+    fn first_requests_on_many_threads_share_the_handles_of_their_route() {
+        let routes = table();
+        let found: Vec<usize> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let route = routes.get(HttpMethod::Get, "/api/users/{id}");
+                        (route as *const RouteTelemetry as usize)
+                            ^ (route.status(200) as *const StatusTelemetry as usize)
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("no panic"))
+                .collect()
+        });
+        assert!(found.windows(2).all(|w| w[0] == w[1]), "{found:?}");
     }
 }

@@ -373,6 +373,17 @@ fn put_admin_runtime_changes_the_running_process() {
         "info lines before the change"
     );
     assert!(!lines.contains(r#""route":"/version""#), "{lines}");
+
+    // And back up past the start-up level: probes are logged at debug, so a callsite
+    // the earlier filters turned off must be asked again (telemetry/swap_filter.rs).
+    put(r#"{"log_level": "debug"}"#);
+    http.get(pulse.url("/healthz")).send().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let lines = pulse.lines().join("\n");
+    assert!(
+        lines.contains(r#""route":"/healthz""#) && lines.contains(r#""level":"DEBUG""#),
+        "{lines}"
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! The per-request HTTP instruments, bound per route by `telemetry/routes.rs`.
 
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
-
 use std::sync::Arc;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 
 use super::super::exemplars::ExemplarStore;
 use super::super::native_series::{Labels, NativeFamily, SeriesKey};
@@ -13,15 +13,16 @@ use super::super::schema::{DURATION_BUCKETS, SIZE_BUCKETS};
 pub struct HttpSeries {
     /// The `method` label.
     pub method: &'static str,
-    /// The `route` label.
-    pub route: Arc<str>,
+    /// The `route` label (a template, kept for the life of the process by
+    /// `telemetry/routes.rs`).
+    pub route: &'static str,
 }
 
 impl SeriesKey for HttpSeries {
     fn labels(&self) -> Labels {
         vec![
             ("method".to_owned(), self.method.to_owned()),
-            ("route".to_owned(), self.route.to_string()),
+            ("route".to_owned(), self.route.to_owned()),
         ]
     }
 }
@@ -39,17 +40,28 @@ pub struct HttpMetrics {
     pub(in crate::telemetry) request_size: Histogram<u64>,
     /// `http_response_size_bytes{method, route, status}`
     pub(in crate::telemetry) response_size: Histogram<u64>,
-    /// `app_requests_total`: API requests, probes and `/metrics` excluded.
-    pub(in crate::telemetry) app_requests: Counter<u64>,
     /// The exemplars of `http_request_duration_seconds`, per series.
     pub(in crate::telemetry) exemplars: ExemplarStore,
-    /// The native histograms of `http_request_duration_seconds`, per series.
-    pub(in crate::telemetry) native: NativeFamily<HttpSeries>,
+    /// The native histograms of `http_request_duration_seconds`, per series; their
+    /// total count is also `app_requests_total`.
+    pub(in crate::telemetry) native: Arc<NativeFamily<HttpSeries>>,
 }
 
 impl HttpMetrics {
     /// Creates its instruments on `meter`.
     pub(super) fn new(meter: &Meter) -> Self {
+        let native = Arc::new(NativeFamily::default());
+        // `app_requests_total` counts the requests recorded in the `http_*` series
+        // (probes and `/metrics` excluded unless recorded): the requests the duration
+        // histograms count, so it is read from them when scraped instead of being one
+        // more counter every request writes, shared by all routes and so by every
+        // worker (docs/performance.md).
+        let recorded = Arc::clone(&native);
+        meter
+            .u64_observable_counter("app_requests")
+            .with_description("Total API requests (probes and /metrics excluded)")
+            .with_callback(move |observer| observer.observe(recorded.count(), &[]))
+            .build();
         Self {
             requests: meter
                 .u64_counter("http_requests")
@@ -77,12 +89,8 @@ impl HttpMetrics {
                 .with_description("HTTP response body size in bytes")
                 .with_boundaries(SIZE_BUCKETS.to_vec())
                 .build(),
-            app_requests: meter
-                .u64_counter("app_requests")
-                .with_description("Total API requests (probes and /metrics excluded)")
-                .build(),
             exemplars: ExemplarStore::default(),
-            native: NativeFamily::default(),
+            native,
         }
     }
 }
