@@ -212,3 +212,70 @@ def test_http_client_keep_alive_survives_early_answers_under_concurrency(server)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         failed = sum(pool.map(worker, [125] * 4))
     assert failed == 0, f"{failed} of 500 follow-up requests failed"
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+PROMETHEUS_ACCEPT = ("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,"
+                     "application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
+def delimited_families(body: bytes) -> int:
+    """How many length-delimited MetricFamily messages `body` holds exactly (each a varint length,
+    then a message whose first field is its name: tag 0x0a); 0 when the framing does not add up."""
+    at, families = 0, 0
+    while at < len(body):
+        length, shift = 0, 0
+        while True:
+            byte = body[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if at + length > len(body) or body[at] != 0x0A:
+            return 0
+        at += length
+        families += 1
+    return families
+
+
+def test_negotiated_answers_and_heads_share_one_keep_alive_connection(server):
+    """Every content-negotiated answer (the page or JSON on `/`, text, OpenMetrics or protobuf on
+    `/metrics`) and the HEAD of each, in turn on one http.client connection: each body must be
+    exactly what its framing says (a HEAD none), or the next answer on the connection is garbage."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.connect()
+    sock = connection.sock
+    steps = [
+        ("GET", "/", BROWSER_ACCEPT, "text/html", lambda body: b"<html" in body.lower()),
+        ("GET", "/", "application/json", "application/json", lambda body: "version" in json.loads(body)),
+        ("GET", "/metrics", PROMETHEUS_ACCEPT, "application/vnd.google.protobuf",
+         lambda body: delimited_families(body) > 10),
+        ("GET", "/metrics", "application/openmetrics-text;version=1.0.0", "application/openmetrics-text",
+         lambda body: body.endswith(b"# EOF\n")),
+        ("GET", "/metrics", "text/plain", "text/plain", lambda body: b"# TYPE http_requests_total counter" in body),
+        ("HEAD", "/", BROWSER_ACCEPT, "text/html", lambda body: body == b""),
+        ("HEAD", "/metrics", PROMETHEUS_ACCEPT, "application/vnd.google.protobuf", lambda body: body == b""),
+        ("GET", "/api/users", "*/*", "application/json", lambda body: "users" in json.loads(body)),
+    ]
+    try:
+        for _ in range(3):
+            for method, path, accept, content_type, body_ok in steps:
+                connection.request(method, path, headers={"Accept": accept})
+                reply = connection.getresponse()
+                body = reply.read()
+                what = f"{method} {path} Accept: {accept}"
+                assert reply.status == 200, what
+                assert reply.getheader("Content-Type", "").startswith(content_type), (what, reply.getheaders())
+                assert body_ok(body), (what, body[:200])
+                assert not reply.will_close, (what, reply.getheaders())
+                assert connection.sock is sock, f"{what}: the connection was not reused"
+    finally:
+        connection.close()
+
+    # urllib closes after each answer; the answers are the same.
+    for accept, content_type in [(BROWSER_ACCEPT, "text/html"), ("application/json", "application/json")]:
+        request = urllib.request.Request(server.base + "/", headers={"Accept": accept})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.headers["Content-Type"].startswith(content_type)
+            assert reply.read()
