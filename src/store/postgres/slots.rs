@@ -25,7 +25,9 @@
 //! Deadlocks: a transaction reserves once, and after reserving it waits for no
 //! other lock (the row it then writes is new, or already locked by it: a user row
 //! `FOR UPDATE`, an item key's advisory lock). A failed fast-path `UPDATE` keeps no
-//! lock. So a slot lock is only ever waited for by someone holding no slot lock,
+//! lock: the create's is its own autocommit statement, and [`PostgresStore::reserve`]
+//! rolls its attempt back to a savepoint (an `UPDATE` that waited for a row and then
+//! found it no longer matching still holds the row's lock). So a slot lock is only ever waited for by someone holding no slot lock,
 //! or holding lower slots in slot order: no cycle.
 //!
 //! The limit is per process (`--max-store-bytes`): at start, and after losing the
@@ -141,6 +143,15 @@ impl PostgresStore {
         if !self.counted() || delta == 0 {
             return Ok(());
         }
+        // Inside a savepoint: an `UPDATE` that waited for the slot's row and then
+        // found no room keeps the row's lock (PostgreSQL's recheck of a concurrently
+        // updated row locks its new version even when it no longer matches). Holding
+        // that slot while the slow path locks every slot from the first was a lock
+        // cycle with another slow path (deadlock detected, a 503); rolling back to
+        // the savepoint lets it go. The autocommit create (`insert_user`) needs none.
+        sqlx::query("SAVEPOINT pulse_fast_path")
+            .execute(&mut **tx)
+            .await?;
         let done = sqlx::query(FAST_PATH)
             .bind(delta)
             .execute(&mut **tx)
@@ -148,6 +159,9 @@ impl PostgresStore {
         if done.rows_affected() == 1 {
             return Ok(());
         }
+        sqlx::query("ROLLBACK TO SAVEPOINT pulse_fast_path")
+            .execute(&mut **tx)
+            .await?;
         self.reserve_slow(tx, delta).await
     }
 
